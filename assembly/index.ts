@@ -1,0 +1,37 @@
+// kivi-wasm kernels: one AssemblyScript source, three builds (scripts/build-wasm.mjs):
+//   scalar        no SIMD
+//   simd          SIMD128                  (ASC_FEATURE_SIMD)
+//   relaxed-simd  SIMD128 + relaxed SIMD   (ASC_FEATURE_RELAXED_SIMD)
+//
+// Kernel names follow `<input>_<output>_<operation>`: f32 = unquantized rows, qchannel = key
+// blocks quantized per channel, qtoken = rows quantized per token (layouts in quantize.ts). The
+// build a kernel runs in is the variant; the names mean the same thing in every build.
+//
+// Memory: the TypeScript facade owns every allocation through alloc/realloc/free (AssemblyScript's
+// TLSF allocator, 16-byte aligned); kernels never allocate.
+
+export { f32_qchannel_quantize, f32_qtoken_quantize } from './quantize';
+export {
+  f32_f32_scores, qchannel_f32_scores, qtoken_f32_scores, f32_softmax,
+  f32_f32_accumulate, qtoken_f32_accumulate, qchannel_f32_accumulate,
+} from './attention';
+export { selfTest } from './selftest';
+
+/** 16-byte aligned block of `bytes` bytes; grows the memory if needed (traps if it cannot). */
+export function alloc(bytes: usize): usize {
+  return heap.alloc(bytes);
+}
+
+/** Resizes a block from alloc, keeping its contents; may move it. */
+export function realloc(ptr: usize, bytes: usize): usize {
+  return heap.realloc(ptr, bytes);
+}
+
+export function free(ptr: usize): void {
+  heap.free(ptr);
+}
+
+/** Which instruction sets this build was compiled for: bit 0 SIMD128, bit 1 relaxed SIMD. */
+export function features(): i32 {
+  return (ASC_FEATURE_SIMD ? 1 : 0) | (ASC_FEATURE_RELAXED_SIMD ? 2 : 0);
+}

@@ -1,0 +1,515 @@
+// KiviCache: per-layer state, the flush schedule of SPEC.md, validation, and the calls into the
+// kernels. All storage lives in the wasm memory of the Kivi instance that created the cache.
+//
+// Per layer and per stream (keys, values):
+//
+//   sinks     f32 [S][Hkv][D]                    the first S tokens, forever
+//   quantized units [u][Hkv] of per-channel blocks (G tokens) or per-token rows (1 token)
+//   residual  f32 [capacity][Hkv][D], live tokens [start, start + count): the newest tokens
+//
+// Attention sees the tokens in order sinks | quantized | residual; keys and values may split the
+// same tokens differently (keys flush R at a time, values one at a time), so each stream has its
+// own segments, and scores are indexed by absolute token position.
+
+import type { WasmRuntime } from './wasm';
+import { describe, resolveOptions, type ResolvedOptions } from './options';
+import { decodeGroups, f32TokenBytes, streamLayout, type GroupListing, type StreamLayout } from './layout';
+
+/** Largest magnitude a key or value may have: the stored halves must hold a group's min and scale. */
+export const MAX_ABS_INPUT = 65504;
+
+/** Score rows × tokens held at once in the workspace (floats); multi-token queries are tiled to fit. */
+const SCORE_BUDGET_FLOATS = 1 << 20;
+
+export interface AttendOptions {
+  /** Multiplies q·k; default 1/sqrt(headDim). */
+  scale?: number;
+}
+
+export interface CacheStats {
+  /** Tokens cached (summed over layers when no layer is given). */
+  tokens: number;
+  /** Tokens held as f32 sinks. */
+  sinkTokens: number;
+  quantizedKeys: number;
+  residualKeys: number;
+  quantizedValues: number;
+  residualValues: number;
+  /** Bytes the stored tokens occupy: codes, halves, f32 residual and sinks (spare capacity excluded). */
+  bytes: number;
+  /** bytes·8 per cached number (keys and values), metadata and f32 parts included. */
+  bitsPerElement: number;
+}
+
+class Stream {
+  readonly layout: StreamLayout;
+  quantizedPtr = 0;
+  quantizedCapacity = 0; // units
+  quantizedUnits = 0;
+  residualPtr = 0;
+  residualCapacity = 0; // tokens
+  residualStart = 0;
+  residualCount = 0;
+  sinkPtr = 0;
+
+  constructor(layout: StreamLayout) {
+    this.layout = layout;
+  }
+
+  get quantizedTokens(): number {
+    return this.quantizedUnits * this.layout.unitTokens;
+  }
+}
+
+interface StreamPlan {
+  stream: Stream;
+  flushTokens: number;
+  flushUnits: number;
+  quantizedCapacity: number;
+  /** New residual buffer size in tokens, or 0 to keep the current buffer. */
+  residualCapacity: number;
+  compact: boolean;
+  /** The new residual buffer once allocated. */
+  freshResidual: number;
+}
+
+class Layer {
+  tokens = 0;
+  sinkCount = 0;
+  readonly keys: Stream;
+  readonly values: Stream;
+
+  constructor(keyLayout: StreamLayout, valueLayout: StreamLayout) {
+    this.keys = new Stream(keyLayout);
+    this.values = new Stream(valueLayout);
+  }
+}
+
+function checkFinite(where: string, name: string, data: Float32Array, maxAbs: number): void {
+  for (let i = 0; i < data.length; i++) {
+    const x = data[i]!;
+    if (!(Math.abs(x) <= maxAbs)) {
+      const why = Number.isFinite(x) ? `|x| <= ${maxAbs} (a half must hold it)` : 'finite numbers';
+      throw new RangeError(`${where}: ${name} must hold ${why}, got ${x} at index ${i}`);
+    }
+  }
+}
+
+export class KiviCache {
+  readonly options: ResolvedOptions;
+  private readonly runtime: WasmRuntime;
+  private readonly layerStates: Layer[];
+  private readonly tokenBytes: number;
+  private disposed = false;
+
+  /** @internal Use `kivi.createCache(options)`. */
+  constructor(runtime: WasmRuntime, options: unknown) {
+    this.options = resolveOptions(options);
+    this.runtime = runtime;
+    this.tokenBytes = f32TokenBytes(this.options);
+    const o = this.options;
+    const keyLayout = streamLayout(o, o.keyGrouping);
+    const valueLayout = streamLayout(o, o.valueGrouping);
+    this.layerStates = [];
+    try {
+      for (let l = 0; l < o.layers; l++) {
+        const layer = new Layer(keyLayout, valueLayout);
+        this.layerStates.push(layer);
+        if (o.sinkTokens > 0) {
+          layer.keys.sinkPtr = runtime.alloc(o.sinkTokens * this.tokenBytes, 'sink keys');
+          layer.values.sinkPtr = runtime.alloc(o.sinkTokens * this.tokenBytes, 'sink values');
+        }
+        for (const stream of [layer.keys, layer.values]) this.reserve(stream, o.maxTokens);
+      }
+    } catch (error) {
+      this.release();
+      throw error;
+    }
+  }
+
+  /** Reserves room for `maxTokens` (the capacity hint) so that appends up to it never move memory. */
+  private reserve(stream: Stream, maxTokens: number | undefined): void {
+    const o = this.options;
+    const { unitTokens, unitBytes, kind } = stream.layout;
+    const stored = Math.max(0, (maxTokens ?? 0) - o.sinkTokens);
+    const residualTokens = kind === 'f32' ? Math.max(stored, 16) : o.residual + Math.max(o.groupSize, 16);
+    stream.residualPtr = this.runtime.alloc(residualTokens * this.tokenBytes, 'residual tokens');
+    stream.residualCapacity = residualTokens;
+    if (kind !== 'f32' && maxTokens !== undefined) {
+      const units = Math.ceil(stored / unitTokens);
+      if (units > 0) {
+        stream.quantizedPtr = this.runtime.alloc(units * unitBytes, 'quantized tokens');
+        stream.quantizedCapacity = units;
+      }
+    }
+  }
+
+  private release(): void {
+    for (const layer of this.layerStates) {
+      for (const stream of [layer.keys, layer.values]) {
+        this.runtime.free(stream.quantizedPtr);
+        this.runtime.free(stream.residualPtr);
+        this.runtime.free(stream.sinkPtr);
+        stream.quantizedPtr = stream.residualPtr = stream.sinkPtr = 0;
+        stream.quantizedCapacity = stream.residualCapacity = 0;
+      }
+    }
+  }
+
+  private checkUsable(where: string): void {
+    if (this.disposed) throw new TypeError(`${where}: the cache was disposed`);
+  }
+
+  private checkLayer(where: string, layer: unknown): Layer {
+    if (typeof layer !== 'number') throw new TypeError(`${where}: layer must be a number, got ${describe(layer)}`);
+    if (!Number.isInteger(layer) || layer < 0 || layer >= this.options.layers) {
+      throw new RangeError(`${where}: layer must be an integer from 0 to ${this.options.layers - 1}, got ${describe(layer)}`);
+    }
+    return this.layerStates[layer]!;
+  }
+
+  /** Checks a [tokens][heads][headDim] array and returns its token count. */
+  private checkTokens(where: string, name: string, data: unknown, heads: number, maxAbs: number): number {
+    if (!(data instanceof Float32Array)) throw new TypeError(`${where}: ${name} must be a Float32Array, got ${describe(data)}`);
+    const rowLength = heads * this.options.headDim;
+    if (data.length === 0 || data.length % rowLength !== 0) {
+      throw new RangeError(
+        `${where}: ${name} must hold a whole number (>= 1) of tokens of ${heads} heads × ${this.options.headDim} = ${rowLength} numbers, ` +
+        `got length ${data.length}`,
+      );
+    }
+    checkFinite(where, name, data, maxAbs);
+    return data.length / rowLength;
+  }
+
+  /** The tokens the schedule of SPEC.md quantizes from a residual of `count` tokens at the start of an append. */
+  private tokensToFlush(stream: Stream, isKeys: boolean, count: number): number {
+    const { residual: R, groupSize: G, keyWindow } = this.options;
+    switch (stream.layout.kind) {
+      case 'f32':
+        return 0;
+      case 'token':
+        return Math.max(0, count - R);
+      case 'channel':
+        if (R === 0) return Math.floor(count / G) * G;
+        if (isKeys && keyWindow === 'sliding') return count >= R ? (Math.floor((count - R) / G) + 1) * G : 0;
+        return Math.floor(count / R) * R;
+    }
+  }
+
+  private planStream(stream: Stream, isKeys: boolean, added: number): StreamPlan {
+    const flushTokens = this.tokensToFlush(stream, isKeys, stream.residualCount);
+    const { unitTokens } = stream.layout;
+    const flushUnits = unitTokens === 0 ? 0 : flushTokens / unitTokens;
+    const unitsNeeded = stream.quantizedUnits + flushUnits;
+    const quantizedCapacity = unitsNeeded > stream.quantizedCapacity
+      ? Math.max(unitsNeeded, Math.ceil(stream.quantizedCapacity * 1.5), 4)
+      : stream.quantizedCapacity;
+    const live = stream.residualCount - flushTokens + added;
+    const start = stream.residualStart + flushTokens;
+    let residualCapacity = 0;
+    let compact = false;
+    if (start + live > stream.residualCapacity) {
+      compact = true;
+      if (live > stream.residualCapacity) {
+        residualCapacity = stream.layout.kind === 'f32'
+          ? Math.max(live, Math.ceil(stream.residualCapacity * 1.5))
+          : live + this.options.residual + Math.max(this.options.groupSize, 16);
+      }
+    }
+    return { stream, flushTokens, flushUnits, quantizedCapacity, residualCapacity, compact, freshResidual: 0 };
+  }
+
+  /**
+   * Appends n >= 1 tokens of keys and values, each a Float32Array [n][kvHeads][headDim].
+   * Residual tokens left beyond the window by earlier appends are quantized first (SPEC.md), so the
+   * appended tokens are always attended in full precision right after.
+   */
+  append(layer: number, keys: Float32Array, values: Float32Array): void {
+    const where = 'KiviCache.append';
+    this.checkUsable(where);
+    const state = this.checkLayer(where, layer);
+    const o = this.options;
+    const n = this.checkTokens(where, 'keys', keys, o.kvHeads, MAX_ABS_INPUT);
+    const nValues = this.checkTokens(where, 'values', values, o.kvHeads, MAX_ABS_INPUT);
+    if (n !== nValues) throw new RangeError(`${where}: keys and values must hold the same number of tokens, got ${n} and ${nValues}`);
+    if (state.tokens + n > 2 ** 31 - 1) throw new RangeError(`${where}: a layer holds at most 2^31-1 tokens, got ${state.tokens} + ${n}`);
+
+    const sinkTake = Math.min(n, o.sinkTokens - state.sinkCount);
+    const added = n - sinkTake;
+    const plans = [this.planStream(state.keys, true, added), this.planStream(state.values, false, added)];
+    this.allocate(plans);
+
+    // From here on nothing can fail: the state changes.
+    const rt = this.runtime;
+    const rowFloats = this.tokenBytes / 4;
+    if (sinkTake > 0) {
+      const f32 = rt.f32;
+      const offset = state.sinkCount * rowFloats;
+      f32.set(keys.subarray(0, sinkTake * rowFloats), state.keys.sinkPtr / 4 + offset);
+      f32.set(values.subarray(0, sinkTake * rowFloats), state.values.sinkPtr / 4 + offset);
+      state.sinkCount += sinkTake;
+    }
+    const inputs = [keys, values];
+    plans.forEach((plan, i) => this.flushAndAdd(plan, inputs[i]!.subarray(sinkTake * rowFloats), added));
+    state.tokens += n;
+  }
+
+  /** Allocates everything the plans need, all or nothing. */
+  private allocate(plans: StreamPlan[]): void {
+    const rt = this.runtime;
+    try {
+      for (const plan of plans) {
+        if (plan.residualCapacity > 0) plan.freshResidual = rt.alloc(plan.residualCapacity * this.tokenBytes, 'residual tokens');
+      }
+      for (const plan of plans) {
+        const s = plan.stream;
+        if (plan.quantizedCapacity > s.quantizedCapacity) {
+          const bytes = plan.quantizedCapacity * s.layout.unitBytes;
+          // realloc keeps the old block intact when it fails, so the cache is unchanged.
+          s.quantizedPtr = s.quantizedPtr === 0 ? rt.alloc(bytes, 'quantized tokens') : rt.realloc(s.quantizedPtr, bytes, 'quantized tokens');
+          s.quantizedCapacity = plan.quantizedCapacity;
+        }
+      }
+      this.workspaceFor(plans);
+    } catch (error) {
+      for (const plan of plans) rt.free(plan.freshResidual);
+      throw error;
+    }
+  }
+
+  private workspaceFor(plans: StreamPlan[]): number {
+    const o = this.options;
+    const needsQuantize = plans.some((p) => p.flushTokens > 0);
+    return needsQuantize ? this.runtime.workspace(o.groupSize * o.headDim + 64) : 0;
+  }
+
+  private flushAndAdd(plan: StreamPlan, input: Float32Array, added: number): void {
+    const rt = this.runtime;
+    const k = rt.kernels;
+    const o = this.options;
+    const s = plan.stream;
+    const tokenBytes = this.tokenBytes;
+    if (plan.flushTokens > 0) {
+      const src = s.residualPtr + s.residualStart * tokenBytes;
+      const dst = s.quantizedPtr + s.quantizedUnits * s.layout.unitBytes;
+      const scratch = rt.workspace(o.groupSize * o.headDim + 64);
+      if (s.layout.kind === 'channel') {
+        k.f32_qchannel_quantize(plan.flushUnits, o.kvHeads, o.headDim, o.groupSize, o.bits, src, dst, scratch);
+      } else {
+        k.f32_qtoken_quantize(plan.flushTokens * o.kvHeads, o.headDim, s.layout.groupLength, o.bits, src, dst, scratch);
+      }
+      s.quantizedUnits += plan.flushUnits;
+      s.residualStart += plan.flushTokens;
+      s.residualCount -= plan.flushTokens;
+    }
+    if (plan.compact) {
+      const target = plan.freshResidual || s.residualPtr;
+      const from = s.residualPtr + s.residualStart * tokenBytes;
+      rt.u8.copyWithin(target, from, from + s.residualCount * tokenBytes);
+      if (plan.freshResidual !== 0) {
+        rt.free(s.residualPtr);
+        s.residualPtr = plan.freshResidual;
+        s.residualCapacity = plan.residualCapacity;
+      }
+      s.residualStart = 0;
+    }
+    if (added > 0) {
+      rt.f32.set(input, (s.residualPtr + (s.residualStart + s.residualCount) * tokenBytes) / 4);
+      s.residualCount += added;
+    }
+  }
+
+  /**
+   * Attention of the newest `qTokens` tokens over the cache of one layer (causal: query i sees
+   * tokens 0 .. tokens - qTokens + i). queries: Float32Array [qTokens][queryHeads][headDim].
+   * Returns (or fills `out`) Float32Array [qTokens][queryHeads][headDim].
+   */
+  attend(layer: number, queries: Float32Array, out?: Float32Array, options?: AttendOptions): Float32Array {
+    const where = 'KiviCache.attend';
+    this.checkUsable(where);
+    const state = this.checkLayer(where, layer);
+    const o = this.options;
+    const D = o.headDim;
+    const qTokens = this.checkTokens(where, 'queries', queries, o.queryHeads, Infinity);
+    if (qTokens > state.tokens) {
+      throw new RangeError(`${where}: queries must be at most the ${state.tokens} tokens cached in layer ${layer}, got ${qTokens}`);
+    }
+    const outLength = qTokens * o.queryHeads * D;
+    if (out !== undefined) {
+      if (!(out instanceof Float32Array)) throw new TypeError(`${where}: out must be a Float32Array, got ${describe(out)}`);
+      if (out.length !== outLength) throw new RangeError(`${where}: out must have length ${outLength} (${qTokens} × ${o.queryHeads} × ${D}), got ${out.length}`);
+    }
+    if (options !== undefined && (typeof options !== 'object' || options === null)) {
+      throw new TypeError(`${where}: options must be an object, got ${describe(options)}`);
+    }
+    const scale = options?.scale ?? 1 / Math.sqrt(D);
+    if (typeof scale !== 'number' || !Number.isFinite(scale) || scale <= 0) {
+      throw new RangeError(`${where}: scale must be a finite number > 0, got ${describe(scale)}`);
+    }
+    const result = out ?? new Float32Array(outLength);
+
+    const N = state.tokens;
+    const headsPerKv = o.queryHeads / o.kvHeads;
+    const tileTokens = Math.max(1, Math.min(qTokens, Math.floor(SCORE_BUDGET_FLOATS / (headsPerKv * N))));
+    const maxRows = tileTokens * headsPerKv;
+    const G = o.groupSize;
+    const groups = D / Math.min(G, D);
+    const scratchFloats = Math.max(G * D + 3 * D + maxRows * D, D + maxRows * groups + 2 * groups);
+    const queryFloats = maxRows * D;
+    const rt = this.runtime;
+    const base = rt.workspace((2 * queryFloats + maxRows * N + scratchFloats) * 4 + 64);
+    const queryPtr = base;
+    const outPtr = queryPtr + queryFloats * 4;
+    const scorePtr = outPtr + queryFloats * 4;
+    const scratchPtr = scorePtr + maxRows * N * 4;
+    const f32 = rt.f32;
+
+    for (let first = 0; first < qTokens; first += tileTokens) {
+      const tile = Math.min(tileTokens, qTokens - first);
+      const rows = tile * headsPerKv;
+      for (let h = 0; h < o.kvHeads; h++) {
+        // Query rows of this kv head: [tile token][head in group][D], scaled.
+        for (let i = 0; i < tile; i++) {
+          for (let j = 0; j < headsPerKv; j++) {
+            const src = ((first + i) * o.queryHeads + h * headsPerKv + j) * D;
+            const dst = queryPtr / 4 + (i * headsPerKv + j) * D;
+            for (let c = 0; c < D; c++) f32[dst + c] = queries[src + c]! * scale;
+          }
+        }
+        f32.fill(0, outPtr / 4, outPtr / 4 + rows * D);
+        this.scores(state, h, rows, queryPtr, scorePtr, N, scratchPtr);
+        rt.kernels.f32_softmax(rows, N, N - qTokens + first + 1, headsPerKv, scorePtr, N);
+        this.accumulate(state, h, rows, scorePtr, N, outPtr, scratchPtr);
+        for (let i = 0; i < tile; i++) {
+          for (let j = 0; j < headsPerKv; j++) {
+            const dst = ((first + i) * o.queryHeads + h * headsPerKv + j) * D;
+            const src = outPtr / 4 + (i * headsPerKv + j) * D;
+            result.set(f32.subarray(src, src + D), dst);
+          }
+        }
+      }
+    }
+    return result;
+  }
+
+  /** Scores of `rows` query rows of kv head h against every token: sinks | quantized | residual. */
+  private scores(state: Layer, h: number, rows: number, queries: number, scores: number, N: number, scratch: number): void {
+    const k = this.runtime.kernels;
+    const o = this.options;
+    const D = o.headDim;
+    const tokenBytes = this.tokenBytes;
+    const headOffset = h * D * 4;
+    const s = state.keys;
+    let column = 0;
+    if (state.sinkCount > 0) {
+      k.f32_f32_scores(rows, state.sinkCount, D, queries, s.sinkPtr + headOffset, tokenBytes, scores, N);
+      column += state.sinkCount;
+    }
+    if (s.quantizedUnits > 0) {
+      const data = s.quantizedPtr + h * s.layout.headUnitBytes;
+      if (s.layout.kind === 'channel') {
+        k.qchannel_f32_scores(rows, s.quantizedUnits, D, o.groupSize, o.bits, queries, data, s.layout.unitBytes, scores + column * 4, N, scratch);
+      } else {
+        k.qtoken_f32_scores(rows, s.quantizedUnits, D, s.layout.groupLength, o.bits, queries, data, s.layout.unitBytes, scores + column * 4, N, scratch);
+      }
+      column += s.quantizedTokens;
+    }
+    if (s.residualCount > 0) {
+      const data = s.residualPtr + s.residualStart * tokenBytes + headOffset;
+      k.f32_f32_scores(rows, s.residualCount, D, queries, data, tokenBytes, scores + column * 4, N);
+    }
+  }
+
+  /** out += weights · values over sinks | quantized | residual for kv head h. */
+  private accumulate(state: Layer, h: number, rows: number, weights: number, N: number, out: number, scratch: number): void {
+    const k = this.runtime.kernels;
+    const o = this.options;
+    const D = o.headDim;
+    const tokenBytes = this.tokenBytes;
+    const headOffset = h * D * 4;
+    const s = state.values;
+    let column = 0;
+    if (state.sinkCount > 0) {
+      k.f32_f32_accumulate(rows, state.sinkCount, D, weights, N, s.sinkPtr + headOffset, tokenBytes, out);
+      column += state.sinkCount;
+    }
+    if (s.quantizedUnits > 0) {
+      const data = s.quantizedPtr + h * s.layout.headUnitBytes;
+      if (s.layout.kind === 'channel') {
+        k.qchannel_f32_accumulate(rows, s.quantizedUnits, D, o.groupSize, o.bits, weights + column * 4, N, data, s.layout.unitBytes, out, scratch);
+      } else {
+        k.qtoken_f32_accumulate(rows, s.quantizedUnits, D, s.layout.groupLength, o.bits, weights + column * 4, N, data, s.layout.unitBytes, out, scratch);
+      }
+      column += s.quantizedTokens;
+    }
+    if (s.residualCount > 0) {
+      const data = s.residualPtr + s.residualStart * tokenBytes + headOffset;
+      k.f32_f32_accumulate(rows, s.residualCount, D, weights + column * 4, N, data, tokenBytes, out);
+    }
+  }
+
+  /** Tokens cached in `layer`. */
+  tokens(layer: number): number {
+    const where = 'KiviCache.tokens';
+    this.checkUsable(where);
+    return this.checkLayer(where, layer).tokens;
+  }
+
+  /** Bytes this cache holds in wasm memory (allocated capacity, including room not yet filled). */
+  get byteLength(): number {
+    if (this.disposed) return 0;
+    let bytes = 0;
+    for (const layer of this.layerStates) {
+      for (const s of [layer.keys, layer.values]) {
+        bytes += s.quantizedCapacity * s.layout.unitBytes + s.residualCapacity * this.tokenBytes;
+        if (s.sinkPtr !== 0) bytes += this.options.sinkTokens * this.tokenBytes;
+      }
+    }
+    return bytes;
+  }
+
+  /** Counts and bytes of one layer, or summed over all layers when `layer` is omitted. */
+  stats(layer?: number): CacheStats {
+    const where = 'KiviCache.stats';
+    this.checkUsable(where);
+    const layers = layer === undefined ? this.layerStates : [this.checkLayer(where, layer)];
+    const total: CacheStats = { tokens: 0, sinkTokens: 0, quantizedKeys: 0, residualKeys: 0, quantizedValues: 0, residualValues: 0, bytes: 0, bitsPerElement: 0 };
+    for (const l of layers) {
+      total.tokens += l.tokens;
+      total.sinkTokens += l.sinkCount;
+      total.quantizedKeys += l.keys.quantizedTokens;
+      total.residualKeys += l.keys.residualCount;
+      total.quantizedValues += l.values.quantizedTokens;
+      total.residualValues += l.values.residualCount;
+      for (const s of [l.keys, l.values]) {
+        total.bytes += s.quantizedUnits * s.layout.unitBytes + (s.residualCount + l.sinkCount) * this.tokenBytes;
+      }
+    }
+    const numbers = total.tokens * 2 * this.options.kvHeads * this.options.headDim;
+    total.bitsPerElement = numbers === 0 ? 0 : (total.bytes * 8) / numbers;
+    return total;
+  }
+
+  /** The stored quantized groups of one layer in canonical order (for debugging and for comparing with the reference). */
+  inspect(layer: number): { keys: GroupListing | null; values: GroupListing | null } {
+    const where = 'KiviCache.inspect';
+    this.checkUsable(where);
+    const state = this.checkLayer(where, layer);
+    const u8 = this.runtime.u8;
+    const listing = (s: Stream) => s.layout.kind === 'f32' ? null
+      : decodeGroups(s.layout, this.options, u8.subarray(s.quantizedPtr, s.quantizedPtr + s.quantizedUnits * s.layout.unitBytes), s.quantizedUnits);
+    return { keys: listing(state.keys), values: listing(state.values) };
+  }
+
+  /** Frees the cache's memory for reuse by later caches; later calls throw. A second dispose() does nothing. */
+  dispose(): void {
+    if (this.disposed) return;
+    this.release();
+    this.disposed = true;
+  }
+
+  get isDisposed(): boolean {
+    return this.disposed;
+  }
+}

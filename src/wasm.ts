@@ -1,0 +1,167 @@
+// The wasm side of the facade: the kernels' signatures, instantiation, views on linear memory that
+// are re-derived after it grows, allocation with clear out-of-memory errors, and a shared workspace.
+
+import { WASM_BASE64 } from './generated/wasm';
+import { VARIANTS, variantByFeatures, type Variant, type VariantName } from './variants';
+
+/** The exports of every build (assembly/index.ts). Pointers are byte offsets into `memory`. */
+export interface KernelExports {
+  readonly memory: WebAssembly.Memory;
+  alloc(bytes: number): number;
+  realloc(ptr: number, bytes: number): number;
+  free(ptr: number): void;
+  features(): number;
+  selfTest(scratch: number): number;
+  f32_qchannel_quantize(chunks: number, heads: number, D: number, G: number, bits: number, src: number, dst: number, scratch: number): void;
+  f32_qtoken_quantize(rows: number, D: number, gv: number, bits: number, src: number, dst: number, scratch: number): void;
+  f32_f32_scores(rows: number, tokens: number, D: number, queries: number, keys: number, keyStride: number, scores: number, scoreStride: number): void;
+  qchannel_f32_scores(rows: number, blocks: number, D: number, G: number, bits: number, queries: number, keys: number, blockStride: number, scores: number, scoreStride: number, scratch: number): void;
+  qtoken_f32_scores(rows: number, tokens: number, D: number, gv: number, bits: number, queries: number, keys: number, rowStride: number, scores: number, scoreStride: number, scratch: number): void;
+  f32_softmax(rows: number, length: number, firstVisible: number, rowsPerToken: number, scores: number, scoreStride: number): void;
+  f32_f32_accumulate(rows: number, tokens: number, D: number, weights: number, weightStride: number, values: number, valueStride: number, out: number): void;
+  qtoken_f32_accumulate(rows: number, tokens: number, D: number, gv: number, bits: number, weights: number, weightStride: number, values: number, rowStride: number, out: number, scratch: number): void;
+  qchannel_f32_accumulate(rows: number, blocks: number, D: number, G: number, bits: number, weights: number, weightStride: number, values: number, blockStride: number, out: number, scratch: number): void;
+}
+
+const WASM_PAGE = 65536;
+
+/** One instance of one build, with its memory. Every cache created by a `Kivi` lives in it. */
+export class WasmRuntime {
+  readonly variant: Variant;
+  readonly kernels: KernelExports;
+  private buffer: ArrayBuffer | null = null;
+  private f32View = new Float32Array(0);
+  private u8View = new Uint8Array(0);
+  private workspacePtr = 0;
+  private workspaceBytes = 0;
+
+  constructor(variant: Variant, kernels: KernelExports) {
+    this.variant = variant;
+    this.kernels = kernels;
+  }
+
+  /** Float32 view on the whole memory, valid until the next allocation. */
+  get f32(): Float32Array {
+    this.refreshViews();
+    return this.f32View;
+  }
+
+  get u8(): Uint8Array {
+    this.refreshViews();
+    return this.u8View;
+  }
+
+  get memoryBytes(): number {
+    return this.kernels.memory.buffer.byteLength;
+  }
+
+  private refreshViews(): void {
+    const buffer = this.kernels.memory.buffer;
+    if (buffer !== this.buffer) {
+      this.buffer = buffer as ArrayBuffer;
+      this.f32View = new Float32Array(buffer);
+      this.u8View = new Uint8Array(buffer);
+    }
+  }
+
+  /** Allocates `bytes` (16-byte aligned); throws a RangeError naming the request when memory is exhausted. */
+  alloc(bytes: number, what: string): number {
+    try {
+      return this.kernels.alloc(bytes) >>> 0;
+    } catch (error) {
+      throw this.outOfMemory(bytes, what, error);
+    }
+  }
+
+  /** Grows or shrinks a block, keeping its contents; on failure the old block is untouched. */
+  realloc(ptr: number, bytes: number, what: string): number {
+    try {
+      return this.kernels.realloc(ptr, bytes) >>> 0;
+    } catch (error) {
+      throw this.outOfMemory(bytes, what, error);
+    }
+  }
+
+  free(ptr: number): void {
+    if (ptr !== 0) this.kernels.free(ptr);
+  }
+
+  /** A scratch area of at least `bytes`, shared by every cache of this instance (calls are synchronous). */
+  workspace(bytes: number): number {
+    if (bytes > this.workspaceBytes) {
+      const size = Math.max(bytes, Math.ceil(this.workspaceBytes * 1.5));
+      const ptr = this.alloc(size, 'attention workspace');
+      this.free(this.workspacePtr);
+      this.workspacePtr = ptr;
+      this.workspaceBytes = size;
+    }
+    return this.workspacePtr;
+  }
+
+  private outOfMemory(bytes: number, what: string, cause: unknown): RangeError {
+    const error = new RangeError(
+      `kivi-wasm: out of WebAssembly memory: asked for ${bytes} bytes for ${what}; ` +
+      `the module holds ${this.memoryBytes} bytes and wasm32 memory cannot exceed 4 GiB`,
+    );
+    (error as { cause?: unknown }).cause = cause;
+    return error;
+  }
+}
+
+function decodeBase64(text: string): Uint8Array<ArrayBuffer> {
+  const binary = atob(text);
+  const bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+  return bytes;
+}
+
+/** The embedded bytes of one build. */
+export function variantBytes(name: VariantName): Uint8Array<ArrayBuffer> {
+  return decodeBase64(WASM_BASE64[name]);
+}
+
+function readAbortMessage(memory: WebAssembly.Memory, ptr: number): string {
+  if (ptr === 0) return '';
+  const bytes = new Uint8Array(memory.buffer);
+  const length = new Uint32Array(memory.buffer, (ptr - 4) & ~3, 1)[0]! >>> 1;
+  let text = '';
+  for (let i = 0; i < length; i++) text += String.fromCharCode(bytes[ptr + 2 * i]! | (bytes[ptr + 2 * i + 1]! << 8));
+  return text;
+}
+
+/** Instantiates a compiled build and runs its known-answer check; returns null if the check fails. */
+export async function instantiateChecked(module: WebAssembly.Module): Promise<WasmRuntime | { failed: string }> {
+  let memory: WebAssembly.Memory | undefined;
+  const imports = {
+    env: {
+      abort(message: number, file: number, line: number, column: number): never {
+        const text = memory ? `${readAbortMessage(memory, message)} at ${readAbortMessage(memory, file)}:${line}:${column}` : '';
+        throw new Error(`kivi-wasm: the wasm module aborted: ${text}`);
+      },
+    },
+  };
+  const instance = await WebAssembly.instantiate(module, imports);
+  const kernels = instance.exports as unknown as KernelExports;
+  memory = kernels.memory;
+  const variant = variantByFeatures(kernels.features());
+  if (!variant) return { failed: `unknown feature bits ${kernels.features()} (not a kivi-wasm module?)` };
+  const scratch = kernels.alloc(1024);
+  let result: number;
+  try {
+    result = kernels.selfTest(scratch);
+  } catch (error) {
+    return { failed: `known-answer check trapped: ${String(error)}` };
+  } finally {
+    kernels.free(scratch);
+  }
+  if (result !== 0) return { failed: `known-answer check failed (code ${result})` };
+  return new WasmRuntime(variant, kernels);
+}
+
+export const KERNEL_EXPORT_NAMES = [
+  'alloc', 'realloc', 'free', 'features', 'selfTest', 'f32_qchannel_quantize', 'f32_qtoken_quantize',
+  'f32_f32_scores', 'qchannel_f32_scores', 'qtoken_f32_scores', 'f32_softmax', 'f32_f32_accumulate',
+  'qtoken_f32_accumulate', 'qchannel_f32_accumulate',
+] as const;
+
+export { VARIANTS, WASM_PAGE };

@@ -2,7 +2,7 @@
 // are re-derived after it grows, allocation with clear out-of-memory errors, and a shared workspace.
 
 import { WASM_BASE64 } from './generated/wasm';
-import { VARIANTS, variantByFeatures, type Variant, type VariantName } from './variants';
+import { variantByFeatures, type Variant, type VariantName } from './variants';
 
 /** The exports of every build (assembly/index.ts). Pointers are byte offsets into `memory`. */
 export interface KernelExports {
@@ -23,7 +23,13 @@ export interface KernelExports {
   qchannel_f32_accumulate(rows: number, blocks: number, D: number, G: number, bits: number, weights: number, weightStride: number, values: number, blockStride: number, out: number, scratch: number): void;
 }
 
-const WASM_PAGE = 65536;
+
+/** Every function a build must export. */
+export const KERNEL_EXPORT_NAMES = [
+  'alloc', 'realloc', 'free', 'features', 'selfTest', 'f32_qchannel_quantize', 'f32_qtoken_quantize',
+  'f32_f32_scores', 'qchannel_f32_scores', 'qtoken_f32_scores', 'f32_softmax', 'f32_f32_accumulate',
+  'qtoken_f32_accumulate', 'qchannel_f32_accumulate',
+] as const;
 
 /** One instance of one build, with its memory. Every cache created by a `Kivi` lives in it. */
 export class WasmRuntime {
@@ -129,7 +135,7 @@ function readAbortMessage(memory: WebAssembly.Memory, ptr: number): string {
   return text;
 }
 
-/** Instantiates a compiled build and runs its known-answer check; returns null if the check fails. */
+/** Instantiates a compiled build and runs its known-answer check; says why when it cannot be used. */
 export async function instantiateChecked(module: WebAssembly.Module): Promise<WasmRuntime | { failed: string }> {
   let memory: WebAssembly.Memory | undefined;
   const imports = {
@@ -140,6 +146,9 @@ export async function instantiateChecked(module: WebAssembly.Module): Promise<Wa
       },
     },
   };
+  const exported = new Set(WebAssembly.Module.exports(module).map((e) => e.name));
+  const missing = ['memory', ...KERNEL_EXPORT_NAMES].filter((name) => !exported.has(name));
+  if (missing.length > 0) return { failed: `not a kivi-wasm build: missing exports ${missing.join(', ')}` };
   const instance = await WebAssembly.instantiate(module, imports);
   const kernels = instance.exports as unknown as KernelExports;
   memory = kernels.memory;
@@ -158,10 +167,4 @@ export async function instantiateChecked(module: WebAssembly.Module): Promise<Wa
   return new WasmRuntime(variant, kernels);
 }
 
-export const KERNEL_EXPORT_NAMES = [
-  'alloc', 'realloc', 'free', 'features', 'selfTest', 'f32_qchannel_quantize', 'f32_qtoken_quantize',
-  'f32_f32_scores', 'qchannel_f32_scores', 'qtoken_f32_scores', 'f32_softmax', 'f32_f32_accumulate',
-  'qtoken_f32_accumulate', 'qchannel_f32_accumulate',
-] as const;
 
-export { VARIANTS, WASM_PAGE };

@@ -88,7 +88,7 @@ class Layer {
 function checkFinite(where: string, name: string, data: Float32Array, maxAbs: number): void {
   for (let i = 0; i < data.length; i++) {
     const x = data[i]!;
-    if (!(Math.abs(x) <= maxAbs)) {
+    if (!(Number.isFinite(x) && Math.abs(x) <= maxAbs)) {
       const why = Number.isFinite(x) ? `|x| <= ${maxAbs} (a half must hold it)` : 'finite numbers';
       throw new RangeError(`${where}: ${name} must hold ${why}, got ${x} at index ${i}`);
     }
@@ -127,12 +127,22 @@ export class KiviCache {
     }
   }
 
-  /** Reserves room for `maxTokens` (the capacity hint) so that appends up to it never move memory. */
+  /** f32 room of a quantized stream in steady decoding: the window (R keys, R+1 values, or under G
+   *  keys when R = 0) plus slack for appends of up to max(G, 16) tokens, so the live tokens are
+   *  moved to the front only every few appends. */
+  private residualWindow(): number {
+    const o = this.options;
+    return (o.residual > 0 ? o.residual : o.groupSize) + Math.max(o.groupSize, 16);
+  }
+
+  /** Reserves room for `maxTokens` (the capacity hint) so that decoding up to it never moves memory.
+   *  A prompt longer than the residual window appended in one call still needs f32 room of its size
+   *  until the next append quantizes it. */
   private reserve(stream: Stream, maxTokens: number | undefined): void {
     const o = this.options;
     const { unitTokens, unitBytes, kind } = stream.layout;
     const stored = Math.max(0, (maxTokens ?? 0) - o.sinkTokens);
-    const residualTokens = kind === 'f32' ? Math.max(stored, 16) : o.residual + Math.max(o.groupSize, 16);
+    const residualTokens = kind === 'f32' ? Math.max(stored, 16) : this.residualWindow();
     stream.residualPtr = this.runtime.alloc(residualTokens * this.tokenBytes, 'residual tokens');
     stream.residualCapacity = residualTokens;
     if (kind !== 'f32' && maxTokens !== undefined) {
@@ -209,12 +219,20 @@ export class KiviCache {
     const start = stream.residualStart + flushTokens;
     let residualCapacity = 0;
     let compact = false;
-    if (start + live > stream.residualCapacity) {
-      compact = true;
+    if (stream.layout.kind === 'f32') {
       if (live > stream.residualCapacity) {
-        residualCapacity = stream.layout.kind === 'f32'
-          ? Math.max(live, Math.ceil(stream.residualCapacity * 1.5))
-          : live + this.options.residual + Math.max(this.options.groupSize, 16);
+        compact = true;
+        residualCapacity = Math.max(live, Math.ceil(stream.residualCapacity * 1.5));
+      }
+    } else {
+      const wanted = Math.max(live, this.residualWindow());
+      if (live > stream.residualCapacity || stream.residualCapacity > 2 * wanted) {
+        // Grow for a long append, or give back the room of a long prompt once it is quantized:
+        // f32 memory stays bounded by the window plus the newest append (SPEC.md).
+        compact = true;
+        residualCapacity = wanted;
+      } else if (start + live > stream.residualCapacity) {
+        compact = true;
       }
     }
     return { stream, flushTokens, flushUnits, quantizedCapacity, residualCapacity, compact, freshResidual: 0 };
@@ -344,7 +362,8 @@ export class KiviCache {
       throw new TypeError(`${where}: options must be an object, got ${describe(options)}`);
     }
     const scale = options?.scale ?? 1 / Math.sqrt(D);
-    if (typeof scale !== 'number' || !Number.isFinite(scale) || scale <= 0) {
+    if (typeof scale !== 'number') throw new TypeError(`${where}: scale must be a number, got ${describe(scale)}`);
+    if (!Number.isFinite(scale) || scale <= 0) {
       throw new RangeError(`${where}: scale must be a finite number > 0, got ${describe(scale)}`);
     }
     const result = out ?? new Float32Array(outLength);

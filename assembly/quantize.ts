@@ -67,12 +67,8 @@ export function f32_qchannel_quantize(
           const vz = f16x4ToF32(vzeroHalf);
           const vconstant = f32x4.eq(vs, f32x4.splat(0));
           for (let t = 0; t < G; t++) {
-            const vx = v128.load(col + <usize>t * tokenStride);
-            const vq = f32x4.nearest(f32x4.div(f32x4.sub(vx, vz), vs));
-            const vclamped = f32x4.min(f32x4.max(vq, f32x4.splat(0)), vlevels);
-            const vcode = v128.andnot(i32x4.trunc_sat_f32x4_u(vclamped), vconstant);
-            const v16 = i16x8.narrow_i32x4_u(vcode, vcode);
-            v128.store32_lane(scratch + <usize>(t * D + c), i8x16.narrow_i16x8_u(v16, v16), 0);
+            const vcodes = quantizeF32x4(v128.load(col + <usize>t * tokenStride), vs, vz, vlevels, vconstant);
+            v128.store32_lane(scratch + <usize>(t * D + c), vcodes, 0);
           }
         }
       }
@@ -152,18 +148,23 @@ export function f32_qtoken_quantize(
         const vlevels = f32x4.splat(levels);
         const vconstant = f32x4.eq(vs, f32x4.splat(0));
         for (; c + 4 <= gv; c += 4) {
-          const vx = v128.load(x0 + (<usize>c << 2));
-          const vq = f32x4.nearest(f32x4.div(f32x4.sub(vx, vz), vs));
-          const vclamped = f32x4.min(f32x4.max(vq, f32x4.splat(0)), vlevels);
-          const vcode = v128.andnot(i32x4.trunc_sat_f32x4_u(vclamped), vconstant);
-          const v16 = i16x8.narrow_i32x4_u(vcode, vcode);
-          v128.store32_lane(scratch + <usize>c, i8x16.narrow_i16x8_u(v16, v16), 0);
+          v128.store32_lane(scratch + <usize>c, quantizeF32x4(v128.load(x0 + (<usize>c << 2)), vs, vz, vlevels, vconstant), 0);
         }
       }
       for (; c < gv; c++) store<u8>(scratch + <usize>c, quantizeOne(load<f32>(x0 + (<usize>c << 2)), s, z, levels));
       packPlanar(groupBytes, bits, scratch, row + <usize>(4 * groups + g * groupBytes));
     }
   }
+}
+
+/** quantizeOne on four lanes (vconstant: lanes whose scale is 0); the codes land in the low 4 bytes. */
+// @ts-ignore: decorator
+@inline function quantizeF32x4(vx: v128, vs: v128, vz: v128, vlevels: v128, vconstant: v128): v128 {
+  const vq = f32x4.nearest(f32x4.div(f32x4.sub(vx, vz), vs));
+  const vclamped = f32x4.min(f32x4.max(vq, f32x4.splat(0)), vlevels);
+  const vcode = v128.andnot(i32x4.trunc_sat_f32x4_u(vclamped), vconstant);
+  const v16 = i16x8.narrow_i32x4_u(vcode, vcode);
+  return i8x16.narrow_i16x8_u(v16, v16);
 }
 
 /** SPEC.md's code for one number: 0 for a constant group, else clamp(roundHalfEven((x - z) / s)). */

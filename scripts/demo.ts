@@ -138,22 +138,28 @@ function parseCount(option: string, text: string, max: number, allowK: boolean):
 // ---------------------------------------------------------------------------------------------
 // Data
 //
-// What the data is, and why it is not syntheticKv() from src/reference.ts:
+// What the data is, and why it is not syntheticKv() from src/reference.ts by default:
 // syntheticKv gives keys 2-4 outlier channels per head whose *spread* is 10-20x that of the other
 // channels (x·scale + offset). With plain N(0,1) queries the spread of those few channels decides
 // the logits: q·k/sqrt(D) has a std of 2-5 and some heads attend almost one-hot (measured on a 1K
 // context: max softmax weight 0.95, 1.1 effective tokens). Real post-RoPE keys (KIVI Fig. 2) have a
 // few channels of large *magnitude* (mostly a per-channel offset) while attention logits stay a few
-// units wide. So the demo makes its own data, token-major [tokens][heads][D]:
+// units wide. So by default (--data demo) the demo makes its own data, token-major [tokens][heads][D]:
 //   keys    N(0,1), plus 2-4 outlier channels per kv head: offset ±(4..8) + spread (1.5..3)·N(0,1),
 //           so |x| is ~5-10x a normal channel; the channels are fixed per head for the whole sequence.
 //   queries N(0,1) times a per-head factor that makes the logit std over tokens 1.5 (TARGET_LOGIT_STD)
 //           (the offsets only shift every logit of a query alike, which softmax ignores).
 //   values  N(0,1).
-// Every token is independent: a pessimistic case for attention error. The output of attention
-// over independent zero-mean values shrinks like 1/sqrt(effective tokens), and so does the value
-// quantization noise, so the relative error does not fall with context; real values and keys are
-// correlated across tokens and low-rank, which KIVI's grouping exploits. Table 2 shows the parts.
+// `--data reference` runs on syntheticKv instead, for comparison.
+//
+// Every token is independent of its neighbours, which is the hard case for 2 bits: a group of 32
+// independent N(0,1) numbers quantized to 4 levels keeps a rounding error of ~0.4 of its std. For
+// keys that is noise of ~0.4 × the logit std on every logit (so ~0.6 here), which moves the softmax
+// weights by tens of percent; for values the output of attention over independent zero-mean values
+// shrinks like 1/sqrt(effective tokens), and so does their rounding noise, so the relative error does
+// not fall with context. Real keys and values are correlated across neighbouring tokens and low-rank,
+// which per-channel key groups exploit; independent data cannot show that. Table 2 splits the error
+// into its key and value parts and checks that the kernels compute exactly what was stored.
 
 interface Outlier {
   channel: number;
@@ -167,9 +173,15 @@ class Data {
   /** One query token per decode step: [steps][queryHeads][D]. */
   readonly queries: Float32Array;
 
-  constructor(readonly tokens: number, readonly steps: number, readonly shape: (typeof SHAPES)[ShapeName], seed: number) {
+  constructor(readonly tokens: number, readonly steps: number, readonly shape: (typeof SHAPES)[ShapeName], readonly kind: DataKind, seed: number) {
     const { kvHeads, queryHeads, headDim: D } = shape;
     const rng = new Rng(seed);
+    if (kind === 'reference') {
+      this.keys = syntheticKv(rng, tokens, kvHeads, D, 'keys');
+      this.values = syntheticKv(rng, tokens, kvHeads, D, 'values');
+      this.queries = syntheticKv(rng, steps, queryHeads, D, 'queries');
+      return;
+    }
     const outliers: Outlier[][] = [];
     for (let h = 0; h < kvHeads; h++) {
       const count = 2 + Math.floor(rng.next() * 3);
@@ -439,7 +451,13 @@ async function main(): Promise<number> {
   const contexts = [...new Set(args.contexts)].sort((a, b) => a - b);
   const stepsOf = (context: number) => args.steps ?? stepsFor(context);
 
-  const kivi = await Kivi.load({ variant: args.variant });
+  let kivi: Kivi;
+  try {
+    kivi = await Kivi.load({ variant: args.variant });
+  } catch (error) {
+    process.stderr.write(`demo: cannot load the ${args.variant} wasm build: ${error instanceof Error ? error.message : String(error)}\n`);
+    return 1;
+  }
   const loaded = performance.now();
   const cpus = os.cpus();
   console.log(`# kivi-wasm demo: one layer of ${shape.model} (${shape.queryHeads} query heads, ${shape.kvHeads} kv heads, head dim ${shape.headDim})`);
@@ -451,7 +469,9 @@ async function main(): Promise<number> {
     `ms/step = median of ${args.steps ?? `${stepsFor(1)} (${stepsFor(MAX_CONTEXT)} above 16K)`} steps`);
   console.log(`- bytes: stats().bytes after the last step (codes, halves and the f32 residual); ratio against f32`);
   console.log(`- error: relative L2 of the last step's attention output against float64 attention over the exact f32 keys and values`);
-  console.log(`- data: synthetic, seed ${SEED}: keys N(0,1) with 2-4 outlier channels per kv head (|x| ~5-10), queries scaled to logit std ${TARGET_LOGIT_STD}, values N(0,1)`);
+  console.log(args.data === 'demo'
+    ? `- data (--data demo): synthetic, seed ${SEED}: keys N(0,1) with 2-4 outlier channels per kv head (offset ±4..8, spread 1.5..3), queries N(0,1) scaled to logit std ${TARGET_LOGIT_STD}, values N(0,1); tokens independent`
+    : `- data (--data reference): syntheticKv() of src/reference.ts, seed ${SEED}: keys with 2-4 outlier channels per head scaled 10-20x and offset, values and queries N(0,1)`);
   console.log('');
 
   const longest = contexts[contexts.length - 1]!;
@@ -460,7 +480,7 @@ async function main(): Promise<number> {
   const genStart = performance.now();
   // One sequence for every context, and the same decode queries: the queries are generated for the
   // most steps any context takes, and context c uses the first stepsOf(c) of them.
-  const data = new Data(maxTotal, Math.max(...contexts.map(stepsOf)), shape, SEED);
+  const data = new Data(maxTotal, Math.max(...contexts.map(stepsOf)), shape, args.data, SEED);
   const genMs = performance.now() - genStart;
 
   const results: ContextResult[] = [];
@@ -473,6 +493,9 @@ async function main(): Promise<number> {
   }
 
   console.log(mainTable(results));
+  console.log('');
+  console.log(`Bytes: quantized tokens cost b + 32/G bits per number (KIVI-2: 3, KIVI-4: 5, i.e. ${(32 / (2 + 32 / GROUP_SIZE)).toFixed(1)}× and ` +
+    `${(32 / (4 + 32 / GROUP_SIZE)).toFixed(1)}× below f32); the f32 residual (up to ${RESIDUAL} keys and ${RESIDUAL + 1} values) is why short contexts compress less.`);
   console.log('');
   console.log('Sanity checks and where the error comes from (relative L2 of the same last-step output):');
   console.log('- logit std / eff. tokens: the last query\'s softmax, median over query heads (eff. tokens = 1/Σp²)');

@@ -61,6 +61,15 @@ class Stream {
   }
 }
 
+/** A run of stored tokens of one kv head: `count` f32 rows, per-channel blocks or per-token rows,
+ *  `stride` bytes apart. */
+interface Segment {
+  kind: 'f32' | 'channel' | 'token';
+  data: number;
+  count: number;
+  stride: number;
+}
+
 interface StreamPlan {
   stream: Stream;
   flushTokens: number;
@@ -412,59 +421,45 @@ export class KiviCache {
     return result;
   }
 
-  /** Scores of `rows` query rows of kv head h against every token: sinks | quantized | residual. */
-  private scores(state: Layer, h: number, rows: number, queries: number, scores: number, N: number, scratch: number): void {
-    const k = this.runtime.kernels;
-    const o = this.options;
-    const D = o.headDim;
-    const tokenBytes = this.tokenBytes;
-    const headOffset = h * D * 4;
-    const s = state.keys;
-    let column = 0;
-    if (state.sinkCount > 0) {
-      k.f32_f32_scores(rows, state.sinkCount, D, queries, s.sinkPtr + headOffset, tokenBytes, scores, N);
-      column += state.sinkCount;
-    }
+  /** The stored runs of one stream for kv head h, oldest first: sinks | quantized | residual. */
+  private segments(state: Layer, s: Stream, h: number): Segment[] {
+    const headOffset = h * this.options.headDim * 4;
+    const list: Segment[] = [];
+    if (state.sinkCount > 0) list.push({ kind: 'f32', data: s.sinkPtr + headOffset, count: state.sinkCount, stride: this.tokenBytes });
     if (s.quantizedUnits > 0) {
-      const data = s.quantizedPtr + h * s.layout.headUnitBytes;
-      if (s.layout.kind === 'channel') {
-        k.qchannel_f32_scores(rows, s.quantizedUnits, D, o.groupSize, o.bits, queries, data, s.layout.unitBytes, scores + column * 4, N, scratch);
-      } else {
-        k.qtoken_f32_scores(rows, s.quantizedUnits, D, s.layout.groupLength, o.bits, queries, data, s.layout.unitBytes, scores + column * 4, N, scratch);
-      }
-      column += s.quantizedTokens;
+      list.push({ kind: s.layout.kind, data: s.quantizedPtr + h * s.layout.headUnitBytes, count: s.quantizedUnits, stride: s.layout.unitBytes });
     }
     if (s.residualCount > 0) {
-      const data = s.residualPtr + s.residualStart * tokenBytes + headOffset;
-      k.f32_f32_scores(rows, s.residualCount, D, queries, data, tokenBytes, scores + column * 4, N);
+      list.push({ kind: 'f32', data: s.residualPtr + s.residualStart * this.tokenBytes + headOffset, count: s.residualCount, stride: this.tokenBytes });
+    }
+    return list;
+  }
+
+  /** Scores of `rows` query rows of kv head h against every token, in token order. */
+  private scores(state: Layer, h: number, rows: number, queries: number, scores: number, N: number, scratch: number): void {
+    const k = this.runtime.kernels;
+    const { headDim: D, groupSize: G, bits } = this.options;
+    let column = 0;
+    for (const seg of this.segments(state, state.keys, h)) {
+      const at = scores + column * 4;
+      if (seg.kind === 'f32') k.f32_f32_scores(rows, seg.count, D, queries, seg.data, seg.stride, at, N);
+      else if (seg.kind === 'channel') k.qchannel_f32_scores(rows, seg.count, D, G, bits, queries, seg.data, seg.stride, at, N, scratch);
+      else k.qtoken_f32_scores(rows, seg.count, D, state.keys.layout.groupLength, bits, queries, seg.data, seg.stride, at, N, scratch);
+      column += seg.kind === 'channel' ? seg.count * G : seg.count;
     }
   }
 
-  /** out += weights · values over sinks | quantized | residual for kv head h. */
+  /** out += weights · values of kv head h, in token order. */
   private accumulate(state: Layer, h: number, rows: number, weights: number, N: number, out: number, scratch: number): void {
     const k = this.runtime.kernels;
-    const o = this.options;
-    const D = o.headDim;
-    const tokenBytes = this.tokenBytes;
-    const headOffset = h * D * 4;
-    const s = state.values;
+    const { headDim: D, groupSize: G, bits } = this.options;
     let column = 0;
-    if (state.sinkCount > 0) {
-      k.f32_f32_accumulate(rows, state.sinkCount, D, weights, N, s.sinkPtr + headOffset, tokenBytes, out);
-      column += state.sinkCount;
-    }
-    if (s.quantizedUnits > 0) {
-      const data = s.quantizedPtr + h * s.layout.headUnitBytes;
-      if (s.layout.kind === 'channel') {
-        k.qchannel_f32_accumulate(rows, s.quantizedUnits, D, o.groupSize, o.bits, weights + column * 4, N, data, s.layout.unitBytes, out, scratch);
-      } else {
-        k.qtoken_f32_accumulate(rows, s.quantizedUnits, D, s.layout.groupLength, o.bits, weights + column * 4, N, data, s.layout.unitBytes, out, scratch);
-      }
-      column += s.quantizedTokens;
-    }
-    if (s.residualCount > 0) {
-      const data = s.residualPtr + s.residualStart * tokenBytes + headOffset;
-      k.f32_f32_accumulate(rows, s.residualCount, D, weights + column * 4, N, data, tokenBytes, out);
+    for (const seg of this.segments(state, state.values, h)) {
+      const at = weights + column * 4;
+      if (seg.kind === 'f32') k.f32_f32_accumulate(rows, seg.count, D, at, N, seg.data, seg.stride, out);
+      else if (seg.kind === 'channel') k.qchannel_f32_accumulate(rows, seg.count, D, G, bits, at, N, seg.data, seg.stride, out, scratch);
+      else k.qtoken_f32_accumulate(rows, seg.count, D, state.values.layout.groupLength, bits, at, N, seg.data, seg.stride, out, scratch);
+      column += seg.kind === 'channel' ? seg.count * G : seg.count;
     }
   }
 

@@ -155,13 +155,10 @@ function dequantize(code: number, scaleBits: number, zeroBits: number): number {
  *  Canonical order — channel-grouped stream: for each quantized chunk of G tokens in time order, for each kv head,
  *  for each channel c: the G codes of tokens in time order. Token-grouped stream: for each quantized token in time
  *  order, for each kv head, for each value-group g (channels g*gv..g*gv+gv-1, gv=min(G,D)): the gv codes in channel order. */
-export interface GroupListing {
-  grouping: 'channel' | 'token';
-  groupLength: number;
-  scales: Uint16Array;
-  zeros: Uint16Array;
-  codes: Uint8Array;
-}
+// The listing type is shared with the facade (src/layout.ts) so that tests compare like with like;
+// only the type is shared, never code.
+import type { GroupListing } from './layout';
+export type { GroupListing };
 
 export interface LayerStats {
   tokens: number;

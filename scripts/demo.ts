@@ -9,7 +9,7 @@
 //
 // Usage: npx tsx scripts/demo.ts [--shape llama3-8b|llama2-7b] [--contexts 1024,4096,...]
 //                                [--variant auto|relaxed-simd|simd|scalar] [--steps N]
-//                                [--data demo|reference] [--help]
+//                                [--data demo|independent|reference] [--help]
 
 import os from 'node:os';
 import { Kivi, VARIANTS, type KiviCache, type GroupListing } from '../src/index';
@@ -33,7 +33,7 @@ const PREFILL_CHUNK = 512; // tokens per append during prefill (chunked prefill)
 const stepsFor = (context: number): number => (context <= 16384 ? 16 : 8);
 const MAX_CONTEXT = 1 << 20;
 const MAX_STEPS = 1024;
-const SEED = 20240205; // KIVI's arXiv month; any seed will do
+const SEED = 20240205; // arbitrary (KIVI appeared on arXiv in February 2024)
 const TARGET_LOGIT_STD = 1.5; // std of q·k/sqrt(D) over tokens, for one query head
 
 const CONFIGS = [
@@ -59,7 +59,9 @@ Options:
                       default ${DEFAULT_CONTEXTS.join(',')}
   --variant NAME      wasm build: auto (default: the best this runtime runs), ${VARIANTS.map((v) => v.name).join(', ')}
   --steps N           decode steps timed per cache (default 16, 8 above 16K tokens)
-  --data NAME         demo (default): keys with moderate outlier channels, logits of std ${TARGET_LOGIT_STD}
+  --data NAME         demo (default): per-channel means with outlier key channels, a low-rank part that
+                        drifts over tokens, small noise; logits of std ${TARGET_LOGIT_STD}
+                      independent: every number independent (the hard case for 2 bits)
                       reference: syntheticKv() of src/reference.ts (10-20x outliers, peaked softmax)
   --help, -h          show this help
 
@@ -73,7 +75,7 @@ interface Args {
   data: DataKind;
 }
 
-type DataKind = 'demo' | 'reference';
+type DataKind = 'demo' | 'independent' | 'reference';
 
 class UsageError extends Error {}
 
@@ -117,7 +119,9 @@ function parseArgs(argv: string[]): Args | 'help' {
         args.steps = parseCount('--steps', value, MAX_STEPS, false);
         break;
       case '--data':
-        if (value !== 'demo' && value !== 'reference') throw new UsageError(`--data expects demo or reference, got ${JSON.stringify(value)}`);
+        if (value !== 'demo' && value !== 'independent' && value !== 'reference') {
+          throw new UsageError(`--data expects demo, independent or reference, got ${JSON.stringify(value)}`);
+        }
         args.data = value;
         break;
     }
@@ -138,28 +142,26 @@ function parseCount(option: string, text: string, max: number, allowK: boolean):
 // ---------------------------------------------------------------------------------------------
 // Data
 //
-// What the data is, and why it is not syntheticKv() from src/reference.ts by default:
-// syntheticKv gives keys 2-4 outlier channels per head whose *spread* is 10-20x that of the other
-// channels (x·scale + offset). With plain N(0,1) queries the spread of those few channels decides
-// the logits: q·k/sqrt(D) has a std of 2-5 and some heads attend almost one-hot (measured on a 1K
-// context: max softmax weight 0.95, 1.1 effective tokens). Real post-RoPE keys (KIVI Fig. 2) have a
-// few channels of large *magnitude* (mostly a per-channel offset) while attention logits stay a few
-// units wide. So by default (--data demo) the demo makes its own data, token-major [tokens][heads][D]:
-//   keys    N(0,1), plus 2-4 outlier channels per kv head: offset ±(4..8) + spread (1.5..3)·N(0,1),
-//           so |x| is ~5-10x a normal channel; the channels are fixed per head for the whole sequence.
-//   queries N(0,1) times a per-head factor that makes the logit std over tokens 1.5 (TARGET_LOGIT_STD)
-//           (the offsets only shift every logit of a query alike, which softmax ignores).
-//   values  N(0,1).
-// `--data reference` runs on syntheticKv instead, for comparison.
-//
-// Every token is independent of its neighbours, which is the hard case for 2 bits: a group of 32
-// independent N(0,1) numbers quantized to 4 levels keeps a rounding error of ~0.4 of its std. For
-// keys that is noise of ~0.4 × the logit std on every logit (so ~0.6 here), which moves the softmax
-// weights by tens of percent; for values the output of attention over independent zero-mean values
-// shrinks like 1/sqrt(effective tokens), and so does their rounding noise, so the relative error does
-// not fall with context. Real keys and values are correlated across neighbouring tokens and low-rank,
-// which per-channel key groups exploit; independent data cannot show that. Table 2 splits the error
-// into its key and value parts and checks that the kernels compute exactly what was stored.
+// What the data is. Real post-RoPE keys and values (KIVI Fig. 2) are far from independent numbers:
+// each channel has its own mean (a few key channels a large one: the outliers), the rest varies
+// over a few directions that drift slowly from token to token, and a small part is noise. That
+// structure is what makes 2 bits enough: per-channel key groups absorb the channel means and
+// outliers, and per-token value groups keep the shared direction of the values. So by default
+// (--data demo) the demo makes, per kv head, token-major [tokens][heads][D]:
+//   x_t = mean + loadings · f_t + 0.35 · noise_t
+//   mean      N(0, 1) per channel; for keys, 2-4 outlier channels per head with mean ±(4..8)
+//   f_t       RANK = 8 factors, each an AR(1) process over tokens (correlation 0.95, unit variance)
+//   loadings  N(0, 1/RANK) per channel and factor (outlier key channels: 1.5..3 times larger)
+//   queries   N(0,1) times a per-head factor that makes the logit std over tokens 1.5
+//             (TARGET_LOGIT_STD), as in trained models, where attention is neither one-hot nor flat.
+// `--data independent` makes every number independent N(0,1) (keys with the same outlier channels):
+// the hard case for 2 bits, where a group of 32 numbers on 4 levels keeps a rounding error of ~0.4
+// of its std and attention over many tokens averages signal and error alike. `--data reference`
+// runs on syntheticKv() from src/reference.ts (the test suite's data, with 10-20x outlier spreads).
+
+const RANK = 8;
+const FACTOR_CORRELATION = 0.95;
+const NOISE = 0.35;
 
 interface Outlier {
   channel: number;
@@ -175,41 +177,46 @@ class Data {
 
   constructor(readonly tokens: number, readonly steps: number, readonly shape: (typeof SHAPES)[ShapeName], readonly kind: DataKind, seed: number) {
     const { kvHeads, queryHeads, headDim: D } = shape;
-    const rng = new Rng(seed);
+    // One generator per array, so a context's data does not depend on which other contexts run.
+    const keyRng = new Rng(seed);
+    const valueRng = new Rng(seed + 1);
+    const queryRng = new Rng(seed + 2);
     if (kind === 'reference') {
-      this.keys = syntheticKv(rng, tokens, kvHeads, D, 'keys');
-      this.values = syntheticKv(rng, tokens, kvHeads, D, 'values');
-      this.queries = syntheticKv(rng, steps, queryHeads, D, 'queries');
+      this.keys = syntheticKv(keyRng, tokens, kvHeads, D, 'keys');
+      this.values = syntheticKv(valueRng, tokens, kvHeads, D, 'values');
+      this.queries = syntheticKv(queryRng, steps, queryHeads, D, 'queries');
       return;
     }
     const outliers: Outlier[][] = [];
     for (let h = 0; h < kvHeads; h++) {
-      const count = 2 + Math.floor(rng.next() * 3);
+      const count = 2 + Math.floor(keyRng.next() * 3);
       const channels = new Set<number>();
-      while (channels.size < count) channels.add(Math.floor(rng.next() * D));
+      while (channels.size < count) channels.add(Math.floor(keyRng.next() * D));
       outliers.push([...channels].map((channel) => ({
         channel,
-        offset: (rng.next() < 0.5 ? -1 : 1) * (4 + 4 * rng.next()),
-        spread: 1.5 + 1.5 * rng.next(),
+        offset: (keyRng.next() < 0.5 ? -1 : 1) * (4 + 4 * keyRng.next()),
+        spread: 1.5 + 1.5 * keyRng.next(),
       })));
     }
-    this.keys = normals(rng, tokens * kvHeads * D, () => 1);
-    for (let t = 0; t < tokens; t++) {
-      for (let h = 0; h < kvHeads; h++) {
-        for (const { channel, offset, spread } of outliers[h]!) {
-          const i = (t * kvHeads + h) * D + channel;
-          this.keys[i] = offset + spread * this.keys[i]!;
+    if (kind === 'independent') {
+      this.keys = normals(keyRng, tokens * kvHeads * D, () => 1);
+      for (let t = 0; t < tokens; t++) {
+        for (let h = 0; h < kvHeads; h++) {
+          for (const { channel, offset, spread } of outliers[h]!) {
+            const i = (t * kvHeads + h) * D + channel;
+            this.keys[i] = offset + spread * this.keys[i]!;
+          }
         }
       }
+      this.values = normals(valueRng, tokens * kvHeads * D, () => 1);
+    } else {
+      this.keys = structured(keyRng, tokens, kvHeads, D, outliers);
+      this.values = structured(valueRng, tokens, kvHeads, D, outliers.map(() => []));
     }
-    this.values = normals(rng, tokens * kvHeads * D, () => 1);
-    // Var over tokens of q·k/sqrt(D) for q of scale a: a² · (sum of channel variances) / D.
-    const qScale = outliers.map((list) => {
-      const variance = (D - list.length + list.reduce((sum, o) => sum + o.spread * o.spread, 0)) / D;
-      return TARGET_LOGIT_STD / Math.sqrt(variance);
-    });
+    // Var over tokens of q·k/sqrt(D) for q of scale a: a² · (sum over channels of their variance over tokens) / D.
+    const qScale = Array.from({ length: kvHeads }, (_, h) => TARGET_LOGIT_STD / Math.sqrt(channelVarianceSum(this.keys, tokens, kvHeads, D, h) / D));
     const perKv = queryHeads / kvHeads;
-    this.queries = normals(rng, steps * queryHeads * D, (i) => qScale[Math.floor((Math.floor(i / D) % queryHeads) / perKv)]!);
+    this.queries = normals(queryRng, steps * queryHeads * D, (i) => qScale[Math.floor((Math.floor(i / D) % queryHeads) / perKv)]!);
   }
 
   /** Tokens [from, to) of keys or values. */
@@ -222,6 +229,48 @@ class Data {
     const width = this.shape.queryHeads * this.shape.headDim;
     return this.queries.subarray(step * width, (step + 1) * width);
   }
+}
+
+/** mean + loadings · f_t + NOISE · N(0,1) per kv head, f_t = RANK AR(1) factors (see the comment above). */
+function structured(rng: Rng, tokens: number, kvHeads: number, D: number, outliers: Outlier[][]): Float32Array {
+  const out = new Float32Array(tokens * kvHeads * D);
+  const innovation = Math.sqrt(1 - FACTOR_CORRELATION ** 2);
+  for (let h = 0; h < kvHeads; h++) {
+    const mean = Float64Array.from({ length: D }, () => rng.normal());
+    const loadings = Float64Array.from({ length: D * RANK }, () => rng.normal() / Math.sqrt(RANK));
+    for (const { channel, offset, spread } of outliers[h]!) {
+      mean[channel] = offset;
+      for (let r = 0; r < RANK; r++) loadings[channel * RANK + r]! *= spread;
+    }
+    const factors = Float64Array.from({ length: RANK }, () => rng.normal());
+    for (let t = 0; t < tokens; t++) {
+      for (let r = 0; r < RANK; r++) factors[r] = FACTOR_CORRELATION * factors[r]! + innovation * rng.normal();
+      const base = (t * kvHeads + h) * D;
+      for (let c = 0; c < D; c++) {
+        let x = mean[c]! + NOISE * rng.normal();
+        for (let r = 0; r < RANK; r++) x += loadings[c * RANK + r]! * factors[r]!;
+        out[base + c] = x;
+      }
+    }
+  }
+  return out;
+}
+
+/** Sum over the channels of kv head h of each channel's variance over tokens. */
+function channelVarianceSum(data: Float32Array, tokens: number, kvHeads: number, D: number, h: number): number {
+  let total = 0;
+  for (let c = 0; c < D; c++) {
+    let sum = 0;
+    let sumSquares = 0;
+    for (let t = 0; t < tokens; t++) {
+      const x = data[(t * kvHeads + h) * D + c]!;
+      sum += x;
+      sumSquares += x * x;
+    }
+    const mean = sum / tokens;
+    total += sumSquares / tokens - mean * mean;
+  }
+  return total;
 }
 
 function normals(rng: Rng, n: number, scale: (index: number) => number): Float32Array {
@@ -469,9 +518,11 @@ async function main(): Promise<number> {
     `ms/step = median of ${args.steps ?? `${stepsFor(1)} (${stepsFor(MAX_CONTEXT)} above 16K)`} steps`);
   console.log(`- bytes: stats().bytes after the last step (codes, halves and the f32 residual); ratio against f32`);
   console.log(`- error: relative L2 of the last step's attention output against float64 attention over the exact f32 keys and values`);
-  console.log(args.data === 'demo'
-    ? `- data (--data demo): synthetic, seed ${SEED}: keys N(0,1) with 2-4 outlier channels per kv head (offset ±4..8, spread 1.5..3), queries N(0,1) scaled to logit std ${TARGET_LOGIT_STD}, values N(0,1); tokens independent`
-    : `- data (--data reference): syntheticKv() of src/reference.ts, seed ${SEED}: keys with 2-4 outlier channels per head scaled 10-20x and offset, values and queries N(0,1)`);
+  console.log({
+    demo: `- data (--data demo): synthetic, seed ${SEED}, per kv head: channel means (2-4 outlier key channels at ±4..8) + ${RANK} factors drifting over tokens (AR(1), 0.95) + ${NOISE} noise; queries scaled to logit std ${TARGET_LOGIT_STD}`,
+    independent: `- data (--data independent): synthetic, seed ${SEED}: every number independent N(0,1), keys with 2-4 outlier channels per head (offset ±4..8, spread 1.5..3); queries scaled to logit std ${TARGET_LOGIT_STD}`,
+    reference: `- data (--data reference): syntheticKv() of src/reference.ts, seed ${SEED}: keys with 2-4 outlier channels per head scaled 10-20x and offset, values and queries N(0,1)`,
+  }[args.data]);
   console.log('');
 
   const longest = contexts[contexts.length - 1]!;

@@ -54,8 +54,7 @@ describe('the built package in a fresh Node process', () => {
         const original = WebAssembly[name];
         WebAssembly[name] = (...args) => { calls++; return original.apply(WebAssembly, args); };
       }
-      const OriginalModule = WebAssembly.Module;
-      WebAssembly.Module = function (...args) { calls++; return new OriginalModule(...args); };
+      WebAssembly.Module = new Proxy(WebAssembly.Module, { construct(target, args) { calls++; return new target(...args); } });
       const { Kivi } = await import(${JSON.stringify(esm)});
       const atImport = calls;
       await Kivi.load();

@@ -6,6 +6,7 @@
 import { f32ToF16, f16ToF32, f32x4ToF16, f16x4ToF32 } from './half';
 import { f32_qtoken_quantize } from './quantize';
 import { dotF32 } from './attention';
+import { VALUE_BLOCK } from './layout';
 
 // Halves with known bits, covering normal, subnormal, tie-to-even and overflow cases.
 const HALF_INPUTS: StaticArray<f32> = [1.0, 65504.0, 65520.0, 5.9604645e-8, 2.9802322e-8, 0.1, -2.0, 1.00048828125];
@@ -41,14 +42,17 @@ export function selfTest(scratch: usize): i32 {
     const vmadd = f32x4.relaxed_madd(f32x4.splat(3), f32x4.splat(0.5), f32x4.splat(1));
     if (f32x4.extract_lane(vmadd, 3) != 2.5) return 4;
   }
-  // A per-token group through the real quantizer: 8 numbers, 2 bits, known codes and halves.
+  // A per-token group through the real quantizer: 8 numbers, 2 bits, known codes and halves, in a
+  // value block (layout.ts): scale at 0, zero at 2·VB, codes of channels 0..3 at bytes 0, 4, 8, 12 and
+  // of channels 4..7 at 32, 36, 40, 44 of the code area (4·VB).
   for (let i = 0; i < 8; i++) store<f32>(scratch + (<usize>i << 2), <f32>(i * i) * 0.25 - 3);
-  const packed = scratch + 64;
-  f32_qtoken_quantize(1, 8, 8, 2, scratch, packed, scratch + 128);
-  // min -3, max 9.25: scale 12.25/3 = 4.0833.. -> half 0x4415 (4.08203125), zero -3 -> 0xc200;
-  // codes 0,0,0,1,1,2,2,3 pack as byte0 = c0|c2<<2|c4<<4|c6<<6, byte1 = c1|c3<<2|c5<<4|c7<<6.
-  if (load<u16>(packed) != 0x4415 || load<u16>(packed, 2) != 0xc200) return 8;
-  if (load<u8>(packed, 4) != (0 | 0 << 2 | 1 << 4 | 2 << 6) || load<u8>(packed, 5) != (0 | 1 << 2 | 2 << 4 | 3 << 6)) return 8;
+  const block = scratch + 512;
+  f32_qtoken_quantize(1, 1, 0, 8, 8, 2, scratch, 0, block, 0, scratch + 768);
+  // min -3, max 9.25: scale 12.25/3 = 4.0833.. -> half 0x4415 (4.08203125), zero -3 -> 0xc200; codes 0,0,0,1,1,2,2,3.
+  if (load<u16>(block) != 0x4415 || load<u16>(block, 2 * VALUE_BLOCK) != 0xc200) return 8;
+  const codes = block + 4 * VALUE_BLOCK;
+  if (load<u8>(codes) != 0 || load<u8>(codes, 4) != 0 || load<u8>(codes, 8) != 0 || load<u8>(codes, 12) != 1) return 8;
+  if (load<u8>(codes, 32) != 1 || load<u8>(codes, 36) != 2 || load<u8>(codes, 40) != 2 || load<u8>(codes, 44) != 3) return 8;
   // A dot product long enough to take every vector path.
   for (let i = 0; i < 37; i++) {
     store<f32>(scratch + (<usize>i << 2), <f32>(i - 18));

@@ -1,11 +1,12 @@
 // KiviCache: per-layer state, the flush schedule of SPEC.md, validation, and the calls into the
 // kernels. All storage lives in the wasm memory of the Kivi instance that created the cache.
 //
-// Per layer and per stream (keys, values):
+// Per layer and per stream (keys, values), each region holding every kv head one after another
+// (head h at base + h · capacity · unit bytes), so that attention over a head reads contiguous memory:
 //
-//   sinks     f32 [S][Hkv][D]                    the first S tokens, forever
-//   quantized units [u][Hkv] of per-channel blocks (G tokens) or per-token rows (1 token)
-//   residual  f32 [capacity][Hkv][D], live tokens [start, start + count): the newest tokens
+//   sinks     f32 [Hkv][S][D]                          the first S tokens, forever
+//   quantized [Hkv][capacity] key blocks (G tokens) or value blocks (32 tokens): assembly/layout.ts
+//   residual  f32 [Hkv][capacity][D], live rows [start, start + count): the newest tokens
 //
 // Attention sees the tokens in order sinks | quantized | residual; keys and values may split the
 // same tokens differently (keys flush R at a time, values one at a time), so each stream has its
@@ -13,7 +14,7 @@
 
 import type { WasmRuntime } from './wasm';
 import { describe, resolveOptions, type ResolvedOptions } from './options';
-import { decodeGroups, f32TokenBytes, streamLayout, type GroupListing, type StreamLayout } from './layout';
+import { bytesPerToken, decodeGroups, streamLayout, VALUE_BLOCK, type GroupListing, type StreamLayout } from './layout';
 
 /** Largest magnitude a key or value may have: the stored halves must hold a group's min and scale. */
 export const MAX_ABS_INPUT = 65504;
@@ -44,10 +45,12 @@ export interface CacheStats {
 class Stream {
   readonly layout: StreamLayout;
   quantizedPtr = 0;
-  quantizedCapacity = 0; // units
-  quantizedUnits = 0;
+  /** Units (blocks) per head. */
+  quantizedCapacity = 0;
+  quantizedTokens = 0;
   residualPtr = 0;
-  residualCapacity = 0; // tokens
+  /** Rows per head. */
+  residualCapacity = 0;
   residualStart = 0;
   residualCount = 0;
   sinkPtr = 0;
@@ -56,13 +59,13 @@ class Stream {
     this.layout = layout;
   }
 
-  get quantizedTokens(): number {
-    return this.quantizedUnits * this.layout.unitTokens;
+  get quantizedUnits(): number {
+    return Math.ceil(this.quantizedTokens / this.layout.unitTokens);
   }
 }
 
-/** A run of stored tokens of one kv head: `count` f32 rows, per-channel blocks or per-token rows,
- *  `stride` bytes apart. */
+/** A run of stored tokens of one kv head: `count` f32 rows, key blocks, or value-block tokens,
+ *  `stride` bytes per row or block. */
 interface Segment {
   kind: 'f32' | 'channel' | 'token';
   data: number;
@@ -73,12 +76,12 @@ interface Segment {
 interface StreamPlan {
   stream: Stream;
   flushTokens: number;
-  flushUnits: number;
+  /** New quantized capacity in units per head, or 0 to keep the current region. */
   quantizedCapacity: number;
-  /** New residual buffer size in tokens, or 0 to keep the current buffer. */
+  /** New residual capacity in rows per head, or 0 to keep the current region. */
   residualCapacity: number;
   compact: boolean;
-  /** The new residual buffer once allocated. */
+  freshQuantized: number;
   freshResidual: number;
 }
 
@@ -108,15 +111,16 @@ export class KiviCache {
   readonly options: ResolvedOptions;
   private readonly runtime: WasmRuntime;
   private readonly layerStates: Layer[];
-  private readonly tokenBytes: number;
+  /** Bytes of one f32 row of one head. */
+  private readonly rowBytes: number;
   private disposed = false;
 
   /** @internal Use `kivi.createCache(options)`. */
   constructor(runtime: WasmRuntime, options: unknown) {
     this.options = resolveOptions(options);
     this.runtime = runtime;
-    this.tokenBytes = f32TokenBytes(this.options);
     const o = this.options;
+    this.rowBytes = o.headDim * 4;
     const keyLayout = streamLayout(o, o.keyGrouping);
     const valueLayout = streamLayout(o, o.valueGrouping);
     this.layerStates = [];
@@ -125,8 +129,8 @@ export class KiviCache {
         const layer = new Layer(keyLayout, valueLayout);
         this.layerStates.push(layer);
         if (o.sinkTokens > 0) {
-          layer.keys.sinkPtr = runtime.alloc(o.sinkTokens * this.tokenBytes, 'sink keys');
-          layer.values.sinkPtr = runtime.alloc(o.sinkTokens * this.tokenBytes, 'sink values');
+          layer.keys.sinkPtr = runtime.alloc(o.kvHeads * o.sinkTokens * this.rowBytes, 'sink keys');
+          layer.values.sinkPtr = runtime.alloc(o.kvHeads * o.sinkTokens * this.rowBytes, 'sink values');
         }
         for (const stream of [layer.keys, layer.values]) this.reserve(stream, o.maxTokens);
       }
@@ -136,8 +140,8 @@ export class KiviCache {
     }
   }
 
-  /** f32 room of a quantized stream in steady decoding: the window (R keys, R+1 values, or under G
-   *  keys when R = 0) plus slack for appends of up to max(G, 16) tokens, so the live tokens are
+  /** f32 rows of a quantized stream in steady decoding: the window (R keys, R+1 values, or under G
+   *  keys when R = 0) plus slack for appends of up to max(G, 16) tokens, so the live rows are
    *  moved to the front only every few appends. */
   private residualWindow(): number {
     const o = this.options;
@@ -149,15 +153,15 @@ export class KiviCache {
    *  until the next append quantizes it. */
   private reserve(stream: Stream, maxTokens: number | undefined): void {
     const o = this.options;
-    const { unitTokens, unitBytes, kind } = stream.layout;
+    const { unitTokens, headUnitBytes, kind } = stream.layout;
     const stored = Math.max(0, (maxTokens ?? 0) - o.sinkTokens);
-    const residualTokens = kind === 'f32' ? Math.max(stored, 16) : this.residualWindow();
-    stream.residualPtr = this.runtime.alloc(residualTokens * this.tokenBytes, 'residual tokens');
-    stream.residualCapacity = residualTokens;
+    const residualRows = kind === 'f32' ? Math.max(stored, 16) : this.residualWindow();
+    stream.residualPtr = this.runtime.alloc(o.kvHeads * residualRows * this.rowBytes, 'residual tokens');
+    stream.residualCapacity = residualRows;
     if (kind !== 'f32' && maxTokens !== undefined) {
       const units = Math.ceil(stored / unitTokens);
       if (units > 0) {
-        stream.quantizedPtr = this.runtime.alloc(units * unitBytes, 'quantized tokens');
+        stream.quantizedPtr = this.runtime.alloc(o.kvHeads * units * headUnitBytes, 'quantized tokens');
         stream.quantizedCapacity = units;
       }
     }
@@ -218,12 +222,10 @@ export class KiviCache {
 
   private planStream(stream: Stream, isKeys: boolean, added: number): StreamPlan {
     const flushTokens = this.tokensToFlush(stream, isKeys, stream.residualCount);
-    const { unitTokens } = stream.layout;
-    const flushUnits = unitTokens === 0 ? 0 : flushTokens / unitTokens;
-    const unitsNeeded = stream.quantizedUnits + flushUnits;
-    const quantizedCapacity = unitsNeeded > stream.quantizedCapacity
+    const unitsNeeded = Math.ceil((stream.quantizedTokens + flushTokens) / stream.layout.unitTokens);
+    const quantizedCapacity = flushTokens > 0 && unitsNeeded > stream.quantizedCapacity
       ? Math.max(unitsNeeded, Math.ceil(stream.quantizedCapacity * 1.5), 4)
-      : stream.quantizedCapacity;
+      : 0;
     const live = stream.residualCount - flushTokens + added;
     const start = stream.residualStart + flushTokens;
     let residualCapacity = 0;
@@ -244,7 +246,7 @@ export class KiviCache {
         compact = true;
       }
     }
-    return { stream, flushTokens, flushUnits, quantizedCapacity, residualCapacity, compact, freshResidual: 0 };
+    return { stream, flushTokens, quantizedCapacity, residualCapacity, compact, freshQuantized: 0, freshResidual: 0 };
   }
 
   /**
@@ -268,72 +270,97 @@ export class KiviCache {
     this.allocate(plans);
 
     // From here on nothing can fail: the state changes.
-    const rt = this.runtime;
-    const rowFloats = this.tokenBytes / 4;
     if (sinkTake > 0) {
-      const f32 = rt.f32;
-      const offset = state.sinkCount * rowFloats;
-      f32.set(keys.subarray(0, sinkTake * rowFloats), state.keys.sinkPtr / 4 + offset);
-      f32.set(values.subarray(0, sinkTake * rowFloats), state.values.sinkPtr / 4 + offset);
+      for (const [stream, input] of [[state.keys, keys], [state.values, values]] as const) {
+        this.scatterRows(input, 0, sinkTake, stream.sinkPtr, o.sinkTokens, state.sinkCount);
+      }
       state.sinkCount += sinkTake;
     }
     const inputs = [keys, values];
-    plans.forEach((plan, i) => this.flushAndAdd(plan, inputs[i]!.subarray(sinkTake * rowFloats), added));
+    plans.forEach((plan, i) => this.flushAndAdd(plan, inputs[i]!, sinkTake, added));
     state.tokens += n;
+  }
+
+  /** Copies tokens [from, from + count) of a [tokens][kvHeads][D] input into per-head rows
+   *  (head h at base + h·capacity rows), starting at row `at`. */
+  private scatterRows(input: Float32Array, from: number, count: number, base: number, capacity: number, at: number): void {
+    const { kvHeads, headDim: D } = this.options;
+    const f32 = this.runtime.f32;
+    for (let h = 0; h < kvHeads; h++) {
+      let dst = (base + (h * capacity + at) * this.rowBytes) / 4;
+      for (let t = from; t < from + count; t++, dst += D) {
+        const src = (t * kvHeads + h) * D;
+        f32.set(input.subarray(src, src + D), dst);
+      }
+    }
   }
 
   /** Allocates everything the plans need, all or nothing. */
   private allocate(plans: StreamPlan[]): void {
     const rt = this.runtime;
+    const o = this.options;
     try {
       for (const plan of plans) {
-        if (plan.residualCapacity > 0) plan.freshResidual = rt.alloc(plan.residualCapacity * this.tokenBytes, 'residual tokens');
-      }
-      for (const plan of plans) {
-        const s = plan.stream;
-        if (plan.quantizedCapacity > s.quantizedCapacity) {
-          const bytes = plan.quantizedCapacity * s.layout.unitBytes;
-          // realloc keeps the old block intact when it fails, so the cache is unchanged.
-          s.quantizedPtr = s.quantizedPtr === 0 ? rt.alloc(bytes, 'quantized tokens') : rt.realloc(s.quantizedPtr, bytes, 'quantized tokens');
-          s.quantizedCapacity = plan.quantizedCapacity;
+        if (plan.residualCapacity > 0) plan.freshResidual = rt.alloc(o.kvHeads * plan.residualCapacity * this.rowBytes, 'residual tokens');
+        if (plan.quantizedCapacity > 0) {
+          plan.freshQuantized = rt.alloc(o.kvHeads * plan.quantizedCapacity * plan.stream.layout.headUnitBytes, 'quantized tokens');
         }
       }
-      this.workspaceFor(plans);
+      if (plans.some((p) => p.flushTokens > 0)) rt.workspace(this.quantizeScratchBytes());
     } catch (error) {
-      for (const plan of plans) rt.free(plan.freshResidual);
+      for (const plan of plans) {
+        rt.free(plan.freshResidual);
+        rt.free(plan.freshQuantized);
+        plan.freshResidual = plan.freshQuantized = 0;
+      }
       throw error;
     }
   }
 
-  private workspaceFor(plans: StreamPlan[]): number {
-    const o = this.options;
-    const needsQuantize = plans.some((p) => p.flushTokens > 0);
-    return needsQuantize ? this.runtime.workspace(o.groupSize * o.headDim + 64) : 0;
+  private quantizeScratchBytes(): number {
+    return this.options.groupSize * this.options.headDim + 64;
   }
 
-  private flushAndAdd(plan: StreamPlan, input: Float32Array, added: number): void {
+  /** Copies `used` units (or rows) of every head from one per-head region to another. */
+  private moveHeads(from: number, fromCapacity: number, to: number, toCapacity: number, unitBytes: number, used: number, fromOffset = 0): void {
+    const u8 = this.runtime.u8;
+    for (let h = 0; h < this.options.kvHeads; h++) {
+      const src = from + (h * fromCapacity + fromOffset) * unitBytes;
+      u8.copyWithin(to + h * toCapacity * unitBytes, src, src + used * unitBytes);
+    }
+  }
+
+  private flushAndAdd(plan: StreamPlan, input: Float32Array, skip: number, added: number): void {
     const rt = this.runtime;
     const k = rt.kernels;
     const o = this.options;
     const s = plan.stream;
-    const tokenBytes = this.tokenBytes;
+    const layout = s.layout;
+    if (plan.freshQuantized !== 0) {
+      this.moveHeads(s.quantizedPtr, s.quantizedCapacity, plan.freshQuantized, plan.quantizedCapacity, layout.headUnitBytes, s.quantizedUnits);
+      rt.free(s.quantizedPtr);
+      s.quantizedPtr = plan.freshQuantized;
+      s.quantizedCapacity = plan.quantizedCapacity;
+    }
     if (plan.flushTokens > 0) {
-      const src = s.residualPtr + s.residualStart * tokenBytes;
-      const dst = s.quantizedPtr + s.quantizedUnits * s.layout.unitBytes;
-      const scratch = rt.workspace(o.groupSize * o.headDim + 64);
-      if (s.layout.kind === 'channel') {
-        k.f32_qchannel_quantize(plan.flushUnits, o.kvHeads, o.headDim, o.groupSize, o.bits, src, dst, scratch);
+      const src = s.residualPtr + s.residualStart * this.rowBytes;
+      const srcHeadStride = s.residualCapacity * this.rowBytes;
+      const dstHeadStride = s.quantizedCapacity * layout.headUnitBytes;
+      const scratch = rt.workspace(this.quantizeScratchBytes());
+      if (layout.kind === 'channel') {
+        const dst = s.quantizedPtr + (s.quantizedTokens / layout.unitTokens) * layout.headUnitBytes;
+        k.f32_qchannel_quantize(o.kvHeads, plan.flushTokens / layout.unitTokens, o.headDim, o.groupSize, o.bits, src, srcHeadStride, dst, dstHeadStride, scratch);
       } else {
-        k.f32_qtoken_quantize(plan.flushTokens * o.kvHeads, o.headDim, s.layout.groupLength, o.bits, src, dst, scratch);
+        k.f32_qtoken_quantize(o.kvHeads, plan.flushTokens, s.quantizedTokens, o.headDim, layout.groupLength, o.bits, src, srcHeadStride, s.quantizedPtr, dstHeadStride, scratch);
       }
-      s.quantizedUnits += plan.flushUnits;
+      s.quantizedTokens += plan.flushTokens;
       s.residualStart += plan.flushTokens;
       s.residualCount -= plan.flushTokens;
     }
     if (plan.compact) {
       const target = plan.freshResidual || s.residualPtr;
-      const from = s.residualPtr + s.residualStart * tokenBytes;
-      rt.u8.copyWithin(target, from, from + s.residualCount * tokenBytes);
+      const capacity = plan.freshResidual ? plan.residualCapacity : s.residualCapacity;
+      this.moveHeads(s.residualPtr, s.residualCapacity, target, capacity, this.rowBytes, s.residualCount, s.residualStart);
       if (plan.freshResidual !== 0) {
         rt.free(s.residualPtr);
         s.residualPtr = plan.freshResidual;
@@ -342,7 +369,7 @@ export class KiviCache {
       s.residualStart = 0;
     }
     if (added > 0) {
-      rt.f32.set(input, (s.residualPtr + (s.residualStart + s.residualCount) * tokenBytes) / 4);
+      this.scatterRows(input, skip, added, s.residualPtr, s.residualCapacity, s.residualStart + s.residualCount);
       s.residualCount += added;
     }
   }
@@ -383,7 +410,12 @@ export class KiviCache {
     const maxRows = tileTokens * headsPerKv;
     const G = o.groupSize;
     const groups = D / Math.min(G, D);
-    const scratchFloats = Math.max(G * D + 3 * D + maxRows * D, D + maxRows * groups + 2 * groups);
+    // The largest scratch any kernel of this layer may use (assembly/attention.ts, per kernel).
+    const scratchFloats = Math.max(
+      G * D + 3 * D + maxRows * D, // qchannel_f32_scores, qchannel_f32_accumulate
+      VALUE_BLOCK * D + maxRows * groups + 2 * VALUE_BLOCK * groups, // qtoken_f32_scores
+      2 * VALUE_BLOCK * groups + 2 * maxRows * groups + maxRows * groups * (VALUE_BLOCK / 4) * 8, // qtoken_f32_accumulate
+    );
     const queryFloats = maxRows * D;
     const rt = this.runtime;
     const base = rt.workspace((2 * queryFloats + maxRows * N + scratchFloats) * 4 + 64);
@@ -423,14 +455,17 @@ export class KiviCache {
 
   /** The stored runs of one stream for kv head h, oldest first: sinks | quantized | residual. */
   private segments(state: Layer, s: Stream, h: number): Segment[] {
-    const headOffset = h * this.options.headDim * 4;
+    const row = this.rowBytes;
     const list: Segment[] = [];
-    if (state.sinkCount > 0) list.push({ kind: 'f32', data: s.sinkPtr + headOffset, count: state.sinkCount, stride: this.tokenBytes });
-    if (s.quantizedUnits > 0) {
-      list.push({ kind: s.layout.kind, data: s.quantizedPtr + h * s.layout.headUnitBytes, count: s.quantizedUnits, stride: s.layout.unitBytes });
+    if (state.sinkCount > 0) list.push({ kind: 'f32', data: s.sinkPtr + h * this.options.sinkTokens * row, count: state.sinkCount, stride: row });
+    if (s.quantizedTokens > 0) {
+      const { kind, unitTokens, headUnitBytes } = s.layout;
+      const data = s.quantizedPtr + h * s.quantizedCapacity * headUnitBytes;
+      // Key blocks are counted in blocks, value blocks in tokens (the last block may be partial).
+      list.push({ kind, data, count: kind === 'channel' ? s.quantizedTokens / unitTokens : s.quantizedTokens, stride: headUnitBytes });
     }
     if (s.residualCount > 0) {
-      list.push({ kind: 'f32', data: s.residualPtr + s.residualStart * this.tokenBytes + headOffset, count: s.residualCount, stride: this.tokenBytes });
+      list.push({ kind: 'f32', data: s.residualPtr + (h * s.residualCapacity + s.residualStart) * row, count: s.residualCount, stride: row });
     }
     return list;
   }
@@ -476,11 +511,11 @@ export class KiviCache {
     let bytes = 0;
     for (const layer of this.layerStates) {
       for (const s of [layer.keys, layer.values]) {
-        bytes += s.quantizedCapacity * s.layout.unitBytes + s.residualCapacity * this.tokenBytes;
-        if (s.sinkPtr !== 0) bytes += this.options.sinkTokens * this.tokenBytes;
+        bytes += s.quantizedCapacity * s.layout.headUnitBytes + s.residualCapacity * this.rowBytes;
+        if (s.sinkPtr !== 0) bytes += this.options.sinkTokens * this.rowBytes;
       }
     }
-    return bytes;
+    return bytes * this.options.kvHeads;
   }
 
   /** Counts and bytes of one layer, or summed over all layers when `layer` is omitted. */
@@ -497,7 +532,7 @@ export class KiviCache {
       total.quantizedValues += l.values.quantizedTokens;
       total.residualValues += l.values.residualCount;
       for (const s of [l.keys, l.values]) {
-        total.bytes += s.quantizedUnits * s.layout.unitBytes + (s.residualCount + l.sinkCount) * this.tokenBytes;
+        total.bytes += this.options.kvHeads * (s.quantizedTokens * bytesPerToken(s.layout) + (s.residualCount + l.sinkCount) * this.rowBytes);
       }
     }
     const numbers = total.tokens * 2 * this.options.kvHeads * this.options.headDim;
@@ -512,7 +547,7 @@ export class KiviCache {
     const state = this.checkLayer(where, layer);
     const u8 = this.runtime.u8;
     const listing = (s: Stream) => s.layout.kind === 'f32' ? null
-      : decodeGroups(s.layout, this.options, u8.subarray(s.quantizedPtr, s.quantizedPtr + s.quantizedUnits * s.layout.unitBytes), s.quantizedUnits);
+      : decodeGroups(s.layout, this.options, u8, s.quantizedPtr, s.quantizedCapacity * s.layout.headUnitBytes, s.quantizedTokens);
     return { keys: listing(state.keys), values: listing(state.values) };
   }
 

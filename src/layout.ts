@@ -1,40 +1,41 @@
-// Sizes of the stored layouts (drawn in assembly/quantize.ts), and a decoder from packed bytes to
-// a canonical listing of groups, so that tests and users can compare stored codes and halves
-// with the reference (src/reference.ts) without knowing the packing.
+// Sizes of the stored layouts (drawn byte by byte in assembly/layout.ts), and a decoder from packed
+// bytes to a canonical listing of groups, so that tests and users can compare stored codes and
+// halves with the reference (src/reference.ts) without knowing the packing.
+//
+// Every stream is stored per kv head: head h's units start at base + h · capacity · headUnitBytes.
 
 import type { ResolvedOptions } from './options';
 
 export type StreamKind = 'channel' | 'token' | 'f32';
 
+/** Tokens per value block (assembly/layout.ts VALUE_BLOCK). */
+export const VALUE_BLOCK = 32;
+
 export interface StreamLayout {
   readonly kind: StreamKind;
-  /** Tokens in one quantized unit: G for per-channel blocks, 1 for per-token rows, 0 for f32. */
+  /** Tokens in one stored unit: G per key block, 32 per value block, 1 per f32 row. */
   readonly unitTokens: number;
   /** Bytes of one unit of one kv head. */
   readonly headUnitBytes: number;
-  /** Bytes of one unit of all kv heads ([unit][head] order). */
-  readonly unitBytes: number;
-  /** Codes per group: G (per channel) or gv = min(G, D) (per token). */
+  /** Codes per group: G (per channel) or gv = min(G, D) (per token); 0 for f32. */
   readonly groupLength: number;
-}
-
-/** Bytes of one token of all kv heads in f32: [kvHeads][headDim]. */
-export function f32TokenBytes(o: ResolvedOptions): number {
-  return o.kvHeads * o.headDim * 4;
 }
 
 export function streamLayout(o: ResolvedOptions, grouping: 'channel' | 'token'): StreamLayout {
   const D = o.headDim;
-  if (o.bits === 32) return { kind: 'f32', unitTokens: 0, headUnitBytes: 0, unitBytes: 0, groupLength: 0 };
+  if (o.bits === 32) return { kind: 'f32', unitTokens: 1, headUnitBytes: D * 4, groupLength: 0 };
   if (grouping === 'channel') {
     // | scale f16 ×D | zero f16 ×D | codes D·G·b/8 |
-    const headUnitBytes = D * (4 + (o.groupSize * o.bits) / 8);
-    return { kind: 'channel', unitTokens: o.groupSize, headUnitBytes, unitBytes: headUnitBytes * o.kvHeads, groupLength: o.groupSize };
+    return { kind: 'channel', unitTokens: o.groupSize, headUnitBytes: D * (4 + (o.groupSize * o.bits) / 8), groupLength: o.groupSize };
   }
-  // | scale f16 ×ng | zero f16 ×ng | codes D·b/8 |
+  // | scale f16 [32][ng] | zero f16 [32][ng] | codes 32·D·b/8 |
   const gv = Math.min(o.groupSize, D);
-  const headUnitBytes = (4 * D) / gv + (D * o.bits) / 8;
-  return { kind: 'token', unitTokens: 1, headUnitBytes, unitBytes: headUnitBytes * o.kvHeads, groupLength: gv };
+  return { kind: 'token', unitTokens: VALUE_BLOCK, headUnitBytes: VALUE_BLOCK * ((4 * D) / gv + (D * o.bits) / 8), groupLength: gv };
+}
+
+/** Bytes one stored token of one kv head costs (codes and halves, or f32). */
+export function bytesPerToken(layout: StreamLayout): number {
+  return layout.headUnitBytes / layout.unitTokens;
 }
 
 /** Quantized groups of one stream in canonical order, as the reference lists them:
@@ -48,38 +49,63 @@ export interface GroupListing {
   codes: Uint8Array;
 }
 
-/** Decodes `units` stored units (bytes = their memory) into the canonical listing. */
-export function decodeGroups(layout: StreamLayout, o: ResolvedOptions, bytes: Uint8Array, units: number): GroupListing {
+/** Decodes the `tokens` quantized tokens of a stream whose head h starts at base + h·headStride. */
+export function decodeGroups(layout: StreamLayout, o: ResolvedOptions, memory: Uint8Array, base: number, headStride: number, tokens: number): GroupListing {
   if (layout.kind === 'f32') throw new Error('decodeGroups: an f32 stream has no groups');
   const D = o.headDim;
   const bits = o.bits;
   const mask = (1 << bits) - 1;
   const n = layout.groupLength;
-  const groupsPerHeadUnit = layout.kind === 'channel' ? D : D / n;
-  const total = units * o.kvHeads * groupsPerHeadUnit;
+  const half = (offset: number) => memory[offset]! | (memory[offset + 1]! << 8);
+  if (layout.kind === 'channel') {
+    const blocks = tokens / n;
+    const total = blocks * o.kvHeads * D;
+    const scales = new Uint16Array(total);
+    const zeros = new Uint16Array(total);
+    const codes = new Uint8Array(total * n);
+    // Codes are [token][channel] packed planar over the block: byte k, plane s = code k + s·count.
+    const count = ((n * bits) / 8) * D;
+    let group = 0;
+    for (let b = 0; b < blocks; b++) {
+      for (let h = 0; h < o.kvHeads; h++) {
+        const block = base + h * headStride + b * layout.headUnitBytes;
+        for (let c = 0; c < D; c++, group++) {
+          scales[group] = half(block + 2 * c);
+          zeros[group] = half(block + 2 * (D + c));
+          for (let t = 0; t < n; t++) {
+            const index = t * D + c;
+            codes[group * n + t] = (memory[block + 4 * D + (index % count)]! >> (Math.floor(index / count) * bits)) & mask;
+          }
+        }
+      }
+    }
+    return { grouping: 'channel', groupLength: n, scales, zeros, codes };
+  }
+  const groups = D / n;
+  const total = tokens * o.kvHeads * groups;
   const scales = new Uint16Array(total);
   const zeros = new Uint16Array(total);
   const codes = new Uint8Array(total * n);
-  const half = (offset: number) => bytes[offset]! | (bytes[offset + 1]! << 8);
-  // Planar packing: code k of plane s is byte k % count, bits s·b (assembly/pack.ts).
-  const code = (base: number, count: number, index: number) => (bytes[base + (index % count)]! >> (Math.floor(index / count) * bits)) & mask;
+  const planes = 8 / bits;
+  const chunksPerQuad = (VALUE_BLOCK * bits) / 32;
   let group = 0;
-  for (let unit = 0; unit < units; unit++) {
+  for (let slot = 0; slot < tokens; slot++) {
+    const t = slot % VALUE_BLOCK;
     for (let h = 0; h < o.kvHeads; h++) {
-      const base = (unit * o.kvHeads + h) * layout.headUnitBytes;
-      for (let g = 0; g < groupsPerHeadUnit; g++, group++) {
-        scales[group] = half(base + 2 * g);
-        zeros[group] = half(base + 2 * (groupsPerHeadUnit + g));
-        const codesBase = base + 4 * groupsPerHeadUnit;
-        if (layout.kind === 'channel') {
-          const count = ((n * bits) / 8) * D; // codes are [token][channel], packed over the block
-          for (let t = 0; t < n; t++) codes[group * n + t] = code(codesBase, count, t * D + g);
-        } else {
-          const count = (n * bits) / 8;
-          for (let c = 0; c < n; c++) codes[group * n + c] = code(codesBase + g * count, count, c);
+      const block = base + h * headStride + Math.floor(slot / VALUE_BLOCK) * layout.headUnitBytes;
+      const codeArea = block + 4 * VALUE_BLOCK * groups;
+      for (let g = 0; g < groups; g++, group++) {
+        scales[group] = half(block + 2 * (t * groups + g));
+        zeros[group] = half(block + 2 * ((VALUE_BLOCK + t) * groups + g));
+        for (let i = 0; i < n; i++) {
+          // Chunk (c/4, quad/planes), byte 4·(c%4) + t%4, plane quad % planes (assembly/layout.ts).
+          const c = g * n + i;
+          const quad = t >> 2;
+          const byte = ((c >> 2) * chunksPerQuad + Math.floor(quad / planes)) * 16 + (c & 3) * 4 + (t & 3);
+          codes[group * n + i] = (memory[codeArea + byte]! >> ((quad % planes) * bits)) & mask;
         }
       }
     }
   }
-  return { grouping: layout.kind, groupLength: n, scales, zeros, codes };
+  return { grouping: 'token', groupLength: n, scales, zeros, codes };
 }

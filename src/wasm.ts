@@ -12,14 +12,14 @@ export interface KernelExports {
   free(ptr: number): void;
   features(): number;
   selfTest(scratch: number): number;
-  f32_qchannel_quantize(chunks: number, heads: number, D: number, G: number, bits: number, src: number, dst: number, scratch: number): void;
-  f32_qtoken_quantize(rows: number, D: number, gv: number, bits: number, src: number, dst: number, scratch: number): void;
+  f32_qchannel_quantize(heads: number, blocks: number, D: number, G: number, bits: number, src: number, srcHeadStride: number, dst: number, dstHeadStride: number, scratch: number): void;
+  f32_qtoken_quantize(heads: number, tokens: number, first: number, D: number, gv: number, bits: number, src: number, srcHeadStride: number, dst: number, dstHeadStride: number, scratch: number): void;
   f32_f32_scores(rows: number, tokens: number, D: number, queries: number, keys: number, keyStride: number, scores: number, scoreStride: number): void;
   qchannel_f32_scores(rows: number, blocks: number, D: number, G: number, bits: number, queries: number, keys: number, blockStride: number, scores: number, scoreStride: number, scratch: number): void;
-  qtoken_f32_scores(rows: number, tokens: number, D: number, gv: number, bits: number, queries: number, keys: number, rowStride: number, scores: number, scoreStride: number, scratch: number): void;
+  qtoken_f32_scores(rows: number, tokens: number, D: number, gv: number, bits: number, queries: number, keys: number, blockStride: number, scores: number, scoreStride: number, scratch: number): void;
   f32_softmax(rows: number, length: number, firstVisible: number, rowsPerToken: number, scores: number, scoreStride: number): void;
   f32_f32_accumulate(rows: number, tokens: number, D: number, weights: number, weightStride: number, values: number, valueStride: number, out: number): void;
-  qtoken_f32_accumulate(rows: number, tokens: number, D: number, gv: number, bits: number, weights: number, weightStride: number, values: number, rowStride: number, out: number, scratch: number): void;
+  qtoken_f32_accumulate(rows: number, tokens: number, D: number, gv: number, bits: number, weights: number, weightStride: number, values: number, blockStride: number, out: number, scratch: number): void;
   qchannel_f32_accumulate(rows: number, blocks: number, D: number, G: number, bits: number, weights: number, weightStride: number, values: number, blockStride: number, out: number, scratch: number): void;
 }
 

@@ -10,6 +10,9 @@
 //   out      f32 [rows][D] accumulators; the kernels add into them
 // Layouts: layout.ts (key blocks, value blocks, f32 rows).
 //
+// Codes are unpacked with i16x8.shr_u and a byte mask: shifting 16-bit lanes by at most 8 - b bits
+// never moves a neighbour's bits into the b bits kept, and x64 has a 16-bit shift but no 8-bit one.
+//
 // The SIMD builds compute the quantized parts with integer dot products:
 //   keys    score_t = α·Σ_c q̂_c·code_{c,t} + Σ_c q_c·z_c, where q̂ = round(q∘s / α) is the query with
 //           the block's channel scales folded in, quantized to 16 bits (α = max|q∘s| / 32639), so
@@ -19,8 +22,9 @@
 //           is the softmax weight with the token's group scale folded in, quantized per block to
 //           16 bits, and the value block's layout puts 4 tokens of a channel in each 32-bit lane.
 // SPEC.md allows fast kernels to quantize the query to int16 and fold scales into it (its tolerance
-// is 2e-3 relative); the tests measure what this costs against float64. Query rows are processed four at a time where possible, so the query heads of a
-// GQA group share each unpacked vector of codes. The scalar build computes the same in f32.
+// is 2e-3 relative); the tests measure what this costs against float64. Query rows are processed
+// four at a time where possible, so the query heads of a GQA group share each unpacked vector of
+// codes. The scalar build computes the same in f32.
 
 import { halvesToF32, f16ToF32 } from './half';
 import { unpackPlanarF32 } from './pack';
@@ -39,20 +43,6 @@ import { VALUE_BLOCK, valueBlockBytes, valueCodeByte, valueCodeShift } from './l
 // @ts-ignore: decorator
 @inline function splitLow(vq: v128): v128 {
   return i16x8.sub(v128.and(i16x8.add(vq, i16x8.splat(128)), i16x8.splat(255)), i16x8.splat(128));
-}
-
-/** i32x4.relaxed_dot_i8x16_i7x16_add_s in the relaxed build. Other builds never call it (useRelaxedDot
- *  is false there); the guard keeps the instruction out of their binaries. */
-// @ts-ignore: decorator
-@inline function dotAddI8I7(a: v128, b: v128, acc: v128): v128 {
-  if (ASC_FEATURE_RELAXED_SIMD) return i32x4.relaxed_dot_i8x16_i7x16_add_s(a, b, acc);
-  return acc;
-}
-
-/** Bits up to which the relaxed build uses relaxed_dot_i8x16_i7x16 (codes must fit in 7 bits). */
-// @ts-ignore: decorator
-@inline function useRelaxedDot(bits: i32): bool {
-  return ASC_FEATURE_RELAXED_SIMD && bits <= 4;
 }
 
 // @ts-ignore: decorator
@@ -180,120 +170,256 @@ export function f32_f32_scores(
   }
 }
 
+/** Round-to-nearest-even of |x| < 2^22 to i32 lanes: adding 1.5·2^23 leaves the integer in the low
+ *  mantissa bits (the f32 addition rounds to nearest even), two instructions instead of the long
+ *  x64 sequences behind f32x4.nearest + i32x4.trunc_sat_f32x4_s. */
+// @ts-ignore: decorator
+@inline function roundToI32(x: v128): v128 {
+  return i32x4.sub(f32x4.add(x, f32x4.splat(12582912.0)), i32x4.splat(0x4b400000));
+}
+
+// @ts-ignore: decorator
+@inline function maxLane(v: v128): f32 {
+  const v2 = f32x4.pmax(v, i32x4.shuffle(v, v, 2, 3, 0, 1));
+  return f32x4.extract_lane(f32x4.pmax(v2, i32x4.shuffle(v2, v2, 1, 0, 3, 2)), 0);
+}
+
+/** i16x8.relaxed_dot_i8x16_i7x16_s (pairs of i8·i7 products summed into i16 lanes) in the relaxed build. */
+// @ts-ignore: decorator
+@inline function dotI8I7(a: v128, b: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) return i16x8.relaxed_dot_i8x16_i7x16_s(a, b);
+  return a;
+}
+
+/** How the integer kernels multiply codes (SIMD builds):
+ *  WIDE    i32x4.dot_i16x8_s on 16-bit operands; codes taken from 16-bit lanes as even and odd bytes
+ *          (the query or weights are stored de-interleaved to match), any bits and D;
+ *  RELAXED i16x8.relaxed_dot_i8x16_i7x16_s on the high and low signed bytes of the operand, summed
+ *          in i16 lanes, which must not overflow: bits <= 4 and, for keys, few enough channels. */
+// @ts-ignore: decorator
+@inline const WIDE = 0;
+// @ts-ignore: decorator
+@inline const RELAXED = 1;
+
+/** RELAXED sums up to this many 16-channel chunks of b-bit codes per i16 lane without overflow. */
+// @ts-ignore: decorator
+@inline function relaxedChunks(bits: i32): i32 {
+  return 32767 / (2 * 128 * ((1 << bits) - 1));
+}
+
 /**
- * Per-block query preparation for the integer key kernels (SIMD builds): for each row,
- * q̂ = round(q∘s · qmax / max|q∘s|) as i16 [D] (or its high and low signed bytes as two i8 planes
- * [D] for the relaxed dot), and (α, β) = (max|q∘s| / qmax, q·z).
+ * Per-block query preparation for the integer key kernels: for each row, q̂ = round(q∘s · qmax /
+ * max|q∘s|) and (α, β) = (max|q∘s| / qmax, q·z). q̂ is stored per 16-channel chunk as
+ * WIDE: i16 [even channels 8][odd channels 8]; RELAXED: i8 high bytes [D] then low bytes [D].
+ * A last chunk of 8 channels stores 4 + 4 (WIDE).
  *   prepared: rows × 2·D bytes;  alphaBeta: rows × 2 f32;  work: D f32
  */
 function prepareKeyQueries(
-  rows: i32, D: i32, qmax: f32, relaxed: bool, queries: usize, scales: usize, zeros: usize, prepared: usize, alphaBeta: usize, work: usize,
+  rows: i32, D: i32, qmax: f32, mode: i32, queries: usize, scales: usize, zeros: usize, prepared: usize, alphaBeta: usize, work: usize,
 ): void {
   const queryBytes = <usize>D << 2;
   for (let m = 0; m < rows; m++) {
     const query = queries + <usize>m * queryBytes;
     let vmax = f32x4.splat(0);
+    let vbeta = f32x4.splat(0);
     for (let c = 0; c < D; c += 4) {
       const offset = <usize>c << 2;
-      const vqs = f32x4.mul(v128.load(query + offset), v128.load(scales + offset));
+      const vq = v128.load(query + offset);
+      const vqs = f32x4.mul(vq, v128.load(scales + offset));
       v128.store(work + offset, vqs);
-      vmax = f32x4.max(vmax, f32x4.abs(vqs));
+      vmax = f32x4.pmax(vmax, f32x4.abs(vqs));
+      vbeta = madd(vq, v128.load(zeros + offset), vbeta);
     }
-    const amax = max(max(f32x4.extract_lane(vmax, 0), f32x4.extract_lane(vmax, 1)), max(f32x4.extract_lane(vmax, 2), f32x4.extract_lane(vmax, 3)));
+    const amax = maxLane(vmax);
     const vinverse = f32x4.splat(amax > 0 ? qmax / amax : 0);
     const out = prepared + <usize>(m * 2 * D);
-    for (let c = 0; c < D; c += 8) {
+    for (let c = 0; c < D; c += 16) {
       const offset = <usize>c << 2;
-      const va = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(work + offset), vinverse)));
-      const vb = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(work + offset, 16), vinverse)));
-      const vq = i16x8.narrow_i32x4_s(va, vb);
-      if (relaxed) {
-        const vhigh = splitHigh(vq);
-        const vlow = splitLow(vq);
-        v128.store64_lane(out + <usize>c, i8x16.narrow_i16x8_s(vhigh, vhigh), 0);
-        v128.store64_lane(out + <usize>(D + c), i8x16.narrow_i16x8_s(vlow, vlow), 0);
+      const full = c + 16 <= D;
+      const va = i16x8.narrow_i32x4_s(roundToI32(f32x4.mul(v128.load(work + offset), vinverse)), roundToI32(f32x4.mul(v128.load(work + offset, 16), vinverse)));
+      const vb = full
+        ? i16x8.narrow_i32x4_s(roundToI32(f32x4.mul(v128.load(work + offset, 32), vinverse)), roundToI32(f32x4.mul(v128.load(work + offset, 48), vinverse)))
+        : i16x8.splat(0);
+      if (mode == RELAXED) {
+        v128.store64_lane(out + <usize>c, i8x16.narrow_i16x8_s(splitHigh(va), splitHigh(vb)), 0);
+        v128.store64_lane(out + <usize>(D + c), i8x16.narrow_i16x8_s(splitLow(va), splitLow(vb)), 0);
+        if (full) {
+          v128.store64_lane(out + <usize>(c + 8), i8x16.narrow_i16x8_s(splitHigh(va), splitHigh(vb)), 1);
+          v128.store64_lane(out + <usize>(D + c + 8), i8x16.narrow_i16x8_s(splitLow(va), splitLow(vb)), 1);
+        }
+      } else if (full) {
+        v128.store(out + (<usize>c << 1), v128.shuffle<i16>(va, vb, 0, 2, 4, 6, 8, 10, 12, 14));
+        v128.store(out + (<usize>c << 1), v128.shuffle<i16>(va, vb, 1, 3, 5, 7, 9, 11, 13, 15), 16);
       } else {
-        v128.store(out + (<usize>c << 1), vq);
+        v128.store64_lane(out + (<usize>c << 1), v128.shuffle<i16>(va, va, 0, 2, 4, 6, 0, 2, 4, 6), 0);
+        v128.store64_lane(out + (<usize>c << 1), v128.shuffle<i16>(va, va, 1, 3, 5, 7, 1, 3, 5, 7), 0, 8);
       }
     }
     store<f32>(alphaBeta + (<usize>m << 3), amax / qmax);
-    store<f32>(alphaBeta + (<usize>m << 3), dotF32(D, query, zeros), 4);
+    store<f32>(alphaBeta + (<usize>m << 3), hsum(vbeta), 4);
   }
 }
 
-/** Σ over channels of q̂·code for one token's codes (plane `shift` of the code row at `codes`), one row. */
+/** Even and odd bytes of 16-bit lanes, shifted by `shift` and masked: the codes of the even and the
+ *  odd channels (keys) or tokens (values) of a plane, as i16 lanes. */
 // @ts-ignore: decorator
-@inline function keyDot1(D: i32, relaxed: bool, codes: usize, shift: i32, vmask: v128, q: usize): i32 {
-  let vacc0 = i32x4.splat(0), vacc1 = i32x4.splat(0);
-  let c = 0;
-  for (; c + 16 <= D; c += 16) {
-    const vcodes = v128.and(i8x16.shr_u(v128.load(codes + <usize>c), shift), vmask);
-    if (relaxed) {
-      vacc0 = dotAddI8I7(v128.load(q + <usize>c), vcodes, vacc0);
-      vacc1 = dotAddI8I7(v128.load(q + <usize>(D + c)), vcodes, vacc1);
-    } else {
-      vacc0 = i32x4.add(vacc0, i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(vcodes), v128.load(q + (<usize>c << 1))));
-      vacc1 = i32x4.add(vacc1, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(vcodes), v128.load(q + (<usize>c << 1), 16)));
-    }
-  }
-  if (c < D) { // D is a multiple of 8
-    const vcodes = v128.and(i8x16.shr_u(v128.load64_zero(codes + <usize>c), shift), vmask);
-    if (relaxed) {
-      vacc0 = dotAddI8I7(v128.load64_zero(q + <usize>c), vcodes, vacc0);
-      vacc1 = dotAddI8I7(v128.load64_zero(q + <usize>(D + c)), vcodes, vacc1);
-    } else {
-      vacc0 = i32x4.add(vacc0, i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(vcodes), v128.load(q + (<usize>c << 1))));
-    }
-  }
-  return hsumI32(relaxed ? i32x4.add(i32x4.shl(vacc0, 8), vacc1) : i32x4.add(vacc0, vacc1));
+@inline function evenCodes(v: v128, shift: i32, vmask16: v128): v128 {
+  return v128.and(shift == 0 ? v : i16x8.shr_u(v, shift), vmask16);
+}
+// @ts-ignore: decorator
+@inline function oddCodes(v: v128, shift: i32, vmask16: v128, bits: i32): v128 {
+  // The top plane's odd codes are the lane's top bits: nothing above them to mask.
+  return shift + bits == 8 ? i16x8.shr_u(v, 8 + shift) : v128.and(i16x8.shr_u(v, 8 + shift), vmask16);
 }
 
-/** The same for four rows at once (their prepared queries 2·D bytes apart): [Σ0, Σ1, Σ2, Σ3]. */
+/** [Σ q̂·code for the token of plane 0, 1, 2, 3] of one code row (plane s = token j + s·W), one query
+ *  row. BITS is a compile-time constant at every call, so shifts are immediates. */
 // @ts-ignore: decorator
-@inline function keyDot4(D: i32, relaxed: bool, codes: usize, shift: i32, vmask: v128, q: usize): v128 {
-  const stride = <usize>(2 * D);
+@inline function keyRowDot1(BITS: i32, mode: i32, D: i32, row: usize, q: usize): v128 {
+  const planes = 8 / BITS;
+  const vmask16 = i16x8.splat(<i16>((<i32>1 << BITS) - 1));
+  const vmask8 = i8x16.splat(<i8>((<i32>1 << BITS) - 1));
   let vacc0 = i32x4.splat(0), vacc1 = i32x4.splat(0), vacc2 = i32x4.splat(0), vacc3 = i32x4.splat(0);
   let vlow0 = i32x4.splat(0), vlow1 = i32x4.splat(0), vlow2 = i32x4.splat(0), vlow3 = i32x4.splat(0);
-  let c = 0;
-  for (; c < D; c += 16) {
+  for (let c = 0; c < D; c += 16) {
     const full = c + 16 <= D;
-    const vbytes = full ? v128.load(codes + <usize>c) : v128.load64_zero(codes + <usize>c);
-    const vcodes = v128.and(i8x16.shr_u(vbytes, shift), vmask);
-    const q0 = q + <usize>c;
-    if (relaxed) {
-      // High and low signed bytes of each row's q̂; a short last chunk reads zeros past D.
-      vacc0 = dotAddI8I7(full ? v128.load(q0) : v128.load64_zero(q0), vcodes, vacc0);
-      vacc1 = dotAddI8I7(full ? v128.load(q0 + stride) : v128.load64_zero(q0 + stride), vcodes, vacc1);
-      vacc2 = dotAddI8I7(full ? v128.load(q0 + 2 * stride) : v128.load64_zero(q0 + 2 * stride), vcodes, vacc2);
-      vacc3 = dotAddI8I7(full ? v128.load(q0 + 3 * stride) : v128.load64_zero(q0 + 3 * stride), vcodes, vacc3);
-      const l0 = q0 + <usize>D;
-      vlow0 = dotAddI8I7(full ? v128.load(l0) : v128.load64_zero(l0), vcodes, vlow0);
-      vlow1 = dotAddI8I7(full ? v128.load(l0 + stride) : v128.load64_zero(l0 + stride), vcodes, vlow1);
-      vlow2 = dotAddI8I7(full ? v128.load(l0 + 2 * stride) : v128.load64_zero(l0 + 2 * stride), vcodes, vlow2);
-      vlow3 = dotAddI8I7(full ? v128.load(l0 + 3 * stride) : v128.load64_zero(l0 + 3 * stride), vcodes, vlow3);
+    const v = full ? v128.load(row + <usize>c) : v128.load64_zero(row + <usize>c);
+    if (mode == RELAXED) {
+      const qh = full ? v128.load(q + <usize>c) : v128.load64_zero(q + <usize>c);
+      const ql = full ? v128.load(q + <usize>(D + c)) : v128.load64_zero(q + <usize>(D + c));
+      const k0 = v128.and(v, vmask8);
+      vacc0 = i16x8.add(vacc0, dotI8I7(qh, k0));
+      vlow0 = i16x8.add(vlow0, dotI8I7(ql, k0));
+      if (planes > 1) {
+        const k1 = v128.and(i16x8.shr_u(v, BITS), vmask8);
+        vacc1 = i16x8.add(vacc1, dotI8I7(qh, k1));
+        vlow1 = i16x8.add(vlow1, dotI8I7(ql, k1));
+      }
+      if (planes > 2) {
+        const k2 = v128.and(i16x8.shr_u(v, 2 * BITS), vmask8);
+        vacc2 = i16x8.add(vacc2, dotI8I7(qh, k2));
+        vlow2 = i16x8.add(vlow2, dotI8I7(ql, k2));
+        const k3 = v128.and(i16x8.shr_u(v, 3 * BITS), vmask8);
+        vacc3 = i16x8.add(vacc3, dotI8I7(qh, k3));
+        vlow3 = i16x8.add(vlow3, dotI8I7(ql, k3));
+      }
     } else {
-      const vlo = i16x8.extend_low_i8x16_u(vcodes);
-      const qc = q + (<usize>c << 1);
-      vacc0 = i32x4.add(vacc0, i32x4.dot_i16x8_s(vlo, v128.load(qc)));
-      vacc1 = i32x4.add(vacc1, i32x4.dot_i16x8_s(vlo, v128.load(qc + stride)));
-      vacc2 = i32x4.add(vacc2, i32x4.dot_i16x8_s(vlo, v128.load(qc + 2 * stride)));
-      vacc3 = i32x4.add(vacc3, i32x4.dot_i16x8_s(vlo, v128.load(qc + 3 * stride)));
-      if (full) {
-        const vhi = i16x8.extend_high_i8x16_u(vcodes);
-        vacc0 = i32x4.add(vacc0, i32x4.dot_i16x8_s(vhi, v128.load(qc, 16)));
-        vacc1 = i32x4.add(vacc1, i32x4.dot_i16x8_s(vhi, v128.load(qc + stride, 16)));
-        vacc2 = i32x4.add(vacc2, i32x4.dot_i16x8_s(vhi, v128.load(qc + 2 * stride, 16)));
-        vacc3 = i32x4.add(vacc3, i32x4.dot_i16x8_s(vhi, v128.load(qc + 3 * stride, 16)));
+      const qa = q + (<usize>c << 1);
+      const qe = full ? v128.load(qa) : v128.load64_zero(qa);
+      const qo = full ? v128.load(qa, 16) : v128.load64_zero(qa, 8);
+      vacc0 = i32x4.add(vacc0, i32x4.add(i32x4.dot_i16x8_s(evenCodes(v, 0, vmask16), qe), i32x4.dot_i16x8_s(oddCodes(v, 0, vmask16, BITS), qo)));
+      if (planes > 1) {
+        vacc1 = i32x4.add(vacc1, i32x4.add(i32x4.dot_i16x8_s(evenCodes(v, BITS, vmask16), qe), i32x4.dot_i16x8_s(oddCodes(v, BITS, vmask16, BITS), qo)));
+      }
+      if (planes > 2) {
+        vacc2 = i32x4.add(vacc2, i32x4.add(i32x4.dot_i16x8_s(evenCodes(v, 2 * BITS, vmask16), qe), i32x4.dot_i16x8_s(oddCodes(v, 2 * BITS, vmask16, BITS), qo)));
+        vacc3 = i32x4.add(vacc3, i32x4.add(i32x4.dot_i16x8_s(evenCodes(v, 3 * BITS, vmask16), qe), i32x4.dot_i16x8_s(oddCodes(v, 3 * BITS, vmask16, BITS), qo)));
       }
     }
   }
-  if (relaxed) {
-    vacc0 = i32x4.add(i32x4.shl(vacc0, 8), vlow0);
-    vacc1 = i32x4.add(i32x4.shl(vacc1, 8), vlow1);
-    vacc2 = i32x4.add(i32x4.shl(vacc2, 8), vlow2);
-    vacc3 = i32x4.add(i32x4.shl(vacc3, 8), vlow3);
+  if (mode == RELAXED) {
+    // i16 sums of the high and low bytes to i32: q̂ = 256·high + low.
+    vacc0 = i32x4.add(i32x4.shl(i32x4.extadd_pairwise_i16x8_s(vacc0), 8), i32x4.extadd_pairwise_i16x8_s(vlow0));
+    vacc1 = i32x4.add(i32x4.shl(i32x4.extadd_pairwise_i16x8_s(vacc1), 8), i32x4.extadd_pairwise_i16x8_s(vlow1));
+    vacc2 = i32x4.add(i32x4.shl(i32x4.extadd_pairwise_i16x8_s(vacc2), 8), i32x4.extadd_pairwise_i16x8_s(vlow2));
+    vacc3 = i32x4.add(i32x4.shl(i32x4.extadd_pairwise_i16x8_s(vacc3), 8), i32x4.extadd_pairwise_i16x8_s(vlow3));
   }
   return transposeSum(vacc0, vacc1, vacc2, vacc3, false);
+}
+
+/** [Σ q̂_m·code for m = 0..3] for the token of one plane (`shift` = s·BITS, a constant) of one code
+ *  row, four query rows (prepared 2·D bytes apart) sharing each unpacked vector of codes. */
+// @ts-ignore: decorator
+@inline function keyPlaneDot4(BITS: i32, mode: i32, D: i32, row: usize, shift: i32, q: usize): v128 {
+  const stride = <usize>(2 * D);
+  const vmask16 = i16x8.splat(<i16>((<i32>1 << BITS) - 1));
+  const vmask8 = i8x16.splat(<i8>((<i32>1 << BITS) - 1));
+  let vacc0 = i32x4.splat(0), vacc1 = i32x4.splat(0), vacc2 = i32x4.splat(0), vacc3 = i32x4.splat(0);
+  let vlow0 = i32x4.splat(0), vlow1 = i32x4.splat(0), vlow2 = i32x4.splat(0), vlow3 = i32x4.splat(0);
+  for (let c = 0; c < D; c += 16) {
+    const full = c + 16 <= D;
+    const v = full ? v128.load(row + <usize>c) : v128.load64_zero(row + <usize>c);
+    if (mode == RELAXED) {
+      const k = v128.and(shift == 0 ? v : i16x8.shr_u(v, shift), vmask8);
+      const h = q + <usize>c;
+      const l = h + <usize>D;
+      vacc0 = i16x8.add(vacc0, dotI8I7(full ? v128.load(h) : v128.load64_zero(h), k));
+      vacc1 = i16x8.add(vacc1, dotI8I7(full ? v128.load(h + stride) : v128.load64_zero(h + stride), k));
+      vacc2 = i16x8.add(vacc2, dotI8I7(full ? v128.load(h + 2 * stride) : v128.load64_zero(h + 2 * stride), k));
+      vacc3 = i16x8.add(vacc3, dotI8I7(full ? v128.load(h + 3 * stride) : v128.load64_zero(h + 3 * stride), k));
+      vlow0 = i16x8.add(vlow0, dotI8I7(full ? v128.load(l) : v128.load64_zero(l), k));
+      vlow1 = i16x8.add(vlow1, dotI8I7(full ? v128.load(l + stride) : v128.load64_zero(l + stride), k));
+      vlow2 = i16x8.add(vlow2, dotI8I7(full ? v128.load(l + 2 * stride) : v128.load64_zero(l + 2 * stride), k));
+      vlow3 = i16x8.add(vlow3, dotI8I7(full ? v128.load(l + 3 * stride) : v128.load64_zero(l + 3 * stride), k));
+    } else {
+      const e = evenCodes(v, shift, vmask16);
+      const o = oddCodes(v, shift, vmask16, BITS);
+      const a = q + (<usize>c << 1);
+      const half: usize = full ? 16 : 8;
+      vacc0 = i32x4.add(vacc0, i32x4.add(i32x4.dot_i16x8_s(e, v128.load(a)), i32x4.dot_i16x8_s(o, v128.load(a + half))));
+      vacc1 = i32x4.add(vacc1, i32x4.add(i32x4.dot_i16x8_s(e, v128.load(a + stride)), i32x4.dot_i16x8_s(o, v128.load(a + stride + half))));
+      vacc2 = i32x4.add(vacc2, i32x4.add(i32x4.dot_i16x8_s(e, v128.load(a + 2 * stride)), i32x4.dot_i16x8_s(o, v128.load(a + 2 * stride + half))));
+      vacc3 = i32x4.add(vacc3, i32x4.add(i32x4.dot_i16x8_s(e, v128.load(a + 3 * stride)), i32x4.dot_i16x8_s(o, v128.load(a + 3 * stride + half))));
+    }
+  }
+  if (mode == RELAXED) {
+    vacc0 = i32x4.add(i32x4.shl(i32x4.extadd_pairwise_i16x8_s(vacc0), 8), i32x4.extadd_pairwise_i16x8_s(vlow0));
+    vacc1 = i32x4.add(i32x4.shl(i32x4.extadd_pairwise_i16x8_s(vacc1), 8), i32x4.extadd_pairwise_i16x8_s(vlow1));
+    vacc2 = i32x4.add(i32x4.shl(i32x4.extadd_pairwise_i16x8_s(vacc2), 8), i32x4.extadd_pairwise_i16x8_s(vlow2));
+    vacc3 = i32x4.add(i32x4.shl(i32x4.extadd_pairwise_i16x8_s(vacc3), 8), i32x4.extadd_pairwise_i16x8_s(vlow3));
+  }
+  return transposeSum(vacc0, vacc1, vacc2, vacc3, false);
+}
+
+/** Stores lanes of v at up to four rows `rowBytes` apart (lanes >= count are dropped). */
+// @ts-ignore: decorator
+@inline function storeLanes(v: v128, at: usize, rowBytes: usize, count: i32): void {
+  store<f32>(at, f32x4.extract_lane(v, 0));
+  if (count > 1) store<f32>(at + rowBytes, f32x4.extract_lane(v, 1));
+  if (count > 2) {
+    store<f32>(at + 2 * rowBytes, f32x4.extract_lane(v, 2));
+    store<f32>(at + 3 * rowBytes, f32x4.extract_lane(v, 3));
+  }
+}
+
+/** The integer key kernel for one block, for a compile-time BITS. */
+// @ts-ignore: decorator
+@inline function keyBlockScores(
+  BITS: i32, mode: i32, rows: i32, D: i32, codes: usize, prepared: usize, alphaBeta: usize, blockScores: usize, scoreRowBytes: usize,
+): void {
+  const planes = 8 / BITS;
+  const rowBytes = (32 * BITS) >> 3; // W = G·b/8 with G = 32 (other G use the generic loop below)
+  let m = 0;
+  for (; m + 4 <= rows; m += 4) {
+    const ab = alphaBeta + (<usize>m << 3);
+    const valpha = f32x4(load<f32>(ab), load<f32>(ab, 8), load<f32>(ab, 16), load<f32>(ab, 24));
+    const vbeta = f32x4(load<f32>(ab, 4), load<f32>(ab, 12), load<f32>(ab, 20), load<f32>(ab, 28));
+    const q = prepared + <usize>(m * 2 * D);
+    const out = blockScores + <usize>m * scoreRowBytes;
+    for (let j = 0; j < rowBytes; j++) {
+      const row = codes + <usize>(j * D);
+      storeLanes(madd(valpha, f32x4.convert_i32x4_s(keyPlaneDot4(BITS, mode, D, row, 0, q)), vbeta), out + (<usize>j << 2), scoreRowBytes, 4);
+      if (planes > 1) {
+        const at = out + (<usize>(j + rowBytes) << 2);
+        storeLanes(madd(valpha, f32x4.convert_i32x4_s(keyPlaneDot4(BITS, mode, D, row, BITS, q)), vbeta), at, scoreRowBytes, 4);
+      }
+      if (planes > 2) {
+        storeLanes(madd(valpha, f32x4.convert_i32x4_s(keyPlaneDot4(BITS, mode, D, row, 2 * BITS, q)), vbeta), out + (<usize>(j + 2 * rowBytes) << 2), scoreRowBytes, 4);
+        storeLanes(madd(valpha, f32x4.convert_i32x4_s(keyPlaneDot4(BITS, mode, D, row, 3 * BITS, q)), vbeta), out + (<usize>(j + 3 * rowBytes) << 2), scoreRowBytes, 4);
+      }
+    }
+  }
+  for (; m < rows; m++) {
+    const valpha = f32x4.splat(load<f32>(alphaBeta + (<usize>m << 3)));
+    const vbeta = f32x4.splat(load<f32>(alphaBeta + (<usize>m << 3), 4));
+    const q = prepared + <usize>(m * 2 * D);
+    const out = blockScores + <usize>m * scoreRowBytes;
+    for (let j = 0; j < rowBytes; j++) {
+      // Lane s is the token j + s·W.
+      const vscores = madd(valpha, f32x4.convert_i32x4_s(keyRowDot1(BITS, mode, D, codes + <usize>(j * D), q)), vbeta);
+      storeLanes(vscores, out + (<usize>j << 2), <usize>rowBytes << 2, planes);
+    }
+  }
 }
 
 /** Scores against per-channel key blocks (the KIVI default for keys).
@@ -310,55 +436,25 @@ export function qchannel_f32_scores(
   const zeros = scales + queryBytes;
   const work = zeros + queryBytes;
   const prepared = work + queryBytes; // rows × 2·D bytes (SIMD) or rows × D f32 (scalar)
-  const planes = 8 / bits;
-  if (ASC_FEATURE_SIMD) {
-    const relaxed = useRelaxedDot(bits);
+  if (ASC_FEATURE_SIMD && G == 32) {
+    const mode = ASC_FEATURE_RELAXED_SIMD && bits <= 4 && (D + 15) / 16 <= relaxedChunks(bits) ? RELAXED : WIDE;
     // Σ_c q̂·code over D channels must fit in an i32: at 8 bits and D > 258 the range of q̂ shrinks.
     const qmax = min(QMAX, <f32>floor(<f64>i32.MAX_VALUE / <f64>(((1 << bits) - 1) * D)));
     const alphaBeta = prepared + <usize>(rows * 2 * D);
-    const vmask = i8x16.splat(<i8>((<i32>1 << bits) - 1));
     for (let b = 0; b < blocks; b++) {
       const block = keys + <usize>b * blockStride;
       halvesToF32(D, block, scales);
       halvesToF32(D, block + (<usize>D << 1), zeros);
-      prepareKeyQueries(rows, D, qmax, relaxed, queries, scales, zeros, prepared, alphaBeta, work);
+      prepareKeyQueries(rows, D, qmax, mode, queries, scales, zeros, prepared, alphaBeta, work);
       const codes = block + (<usize>D << 2);
       const blockScores = scores + (<usize>(b * G) << 2);
-      let m = 0;
-      for (; m + 4 <= rows; m += 4) {
-        const ab = alphaBeta + (<usize>m << 3);
-        const valpha = f32x4(load<f32>(ab), load<f32>(ab, 8), load<f32>(ab, 16), load<f32>(ab, 24));
-        const vbeta = f32x4(load<f32>(ab, 4), load<f32>(ab, 12), load<f32>(ab, 20), load<f32>(ab, 28));
-        const q = prepared + <usize>(m * 2 * D);
-        const out = blockScores + <usize>m * scoreRowBytes;
-        for (let j = 0; j < rowBytes; j++) {
-          const row = codes + <usize>(j * D);
-          for (let s = 0; s < planes; s++) {
-            const vscore = madd(valpha, f32x4.convert_i32x4_s(keyDot4(D, relaxed, row, s * bits, vmask, q)), vbeta);
-            const at = out + (<usize>(j + s * rowBytes) << 2);
-            store<f32>(at, f32x4.extract_lane(vscore, 0));
-            store<f32>(at + scoreRowBytes, f32x4.extract_lane(vscore, 1));
-            store<f32>(at + 2 * scoreRowBytes, f32x4.extract_lane(vscore, 2));
-            store<f32>(at + 3 * scoreRowBytes, f32x4.extract_lane(vscore, 3));
-          }
-        }
-      }
-      for (; m < rows; m++) {
-        const alpha = load<f32>(alphaBeta + (<usize>m << 3));
-        const beta = load<f32>(alphaBeta + (<usize>m << 3), 4);
-        const q = prepared + <usize>(m * 2 * D);
-        const out = blockScores + <usize>m * scoreRowBytes;
-        for (let j = 0; j < rowBytes; j++) {
-          const row = codes + <usize>(j * D);
-          for (let s = 0; s < planes; s++) {
-            store<f32>(out + (<usize>(j + s * rowBytes) << 2), alpha * <f32>keyDot1(D, relaxed, row, s * bits, vmask, q) + beta);
-          }
-        }
-      }
+      if (bits == 2) keyBlockScores(2, mode, rows, D, codes, prepared, alphaBeta, blockScores, scoreRowBytes);
+      else if (bits == 4) keyBlockScores(4, mode, rows, D, codes, prepared, alphaBeta, blockScores, scoreRowBytes);
+      else keyBlockScores(8, WIDE, rows, D, codes, prepared, alphaBeta, blockScores, scoreRowBytes);
     }
     return;
   }
-  // Scalar build: f32 codes, scales folded into the query.
+  // Scalar build, and group sizes other than 32: f32 codes, scales folded into the query.
   const codes = prepared + <usize>rows * queryBytes;
   for (let b = 0; b < blocks; b++) {
     const block = keys + <usize>b * blockStride;
@@ -413,8 +509,8 @@ export function qtoken_f32_scores(
   for (let first = 0; first < tokens; first += VALUE_BLOCK) {
     const block = keys + <usize>(first / VALUE_BLOCK) * blockStride;
     const valid = min(VALUE_BLOCK, tokens - first);
-    halvesToF32(valid * groups, block, scales);
-    halvesToF32(valid * groups, block + (<usize>(VALUE_BLOCK * groups) << 1), zeros);
+    halvesToF32(VALUE_BLOCK * groups, block, scales);
+    halvesToF32(VALUE_BLOCK * groups, block + (<usize>(VALUE_BLOCK * groups) << 1), zeros);
     unpackValueBlockF32(valid, D, bits, block + <usize>(4 * VALUE_BLOCK * groups), codes);
     for (let t = 0; t < valid; t++) {
       for (let m = 0; m < rows; m++) {
@@ -422,8 +518,8 @@ export function qtoken_f32_scores(
         let score: f32 = 0;
         for (let g = 0; g < groups; g++) {
           const groupOffset = <usize>(g * gv) << 2;
-          score += load<f32>(scales + (<usize>(t * groups + g) << 2)) * dotF32(gv, query + groupOffset, codes + (<usize>(t * D) << 2) + groupOffset)
-            + load<f32>(zeros + (<usize>(t * groups + g) << 2)) * load<f32>(querySums + (<usize>(m * groups + g) << 2));
+          score += load<f32>(scales + (<usize>(g * VALUE_BLOCK + t) << 2)) * dotF32(gv, query + groupOffset, codes + (<usize>(t * D) << 2) + groupOffset)
+            + load<f32>(zeros + (<usize>(g * VALUE_BLOCK + t) << 2)) * load<f32>(querySums + (<usize>(m * groups + g) << 2));
         }
         store<f32>(scores + <usize>m * scoreRowBytes + (<usize>(first + t) << 2), score);
       }
@@ -560,84 +656,171 @@ export function f32_f32_accumulate(
 
 /**
  * Per-block weight preparation for the integer value kernels (SIMD builds). For row m and group g:
- * â_t = round(w_t·s_{t,g} / γ), γ = max_t w_t·s_{t,g} / 32639, laid out per token quad as the
- * operand of the dot over tokens: i16 [â0 â1 â2 â3 â0 â1 â2 â3] (16 bytes), or for the relaxed dot
- * its high and low signed bytes as i8 [â0..â3 ×4] (2 × 16 bytes). Also adds Σ_t w_t·z_{t,g} to zeroSums.
- *   prepared: rows × groups × (VB/4) × 32 bytes;  gammas: rows × groups f32
+ * â_t = round(w_t·s_{t,g} / γ), γ = max_t w_t·s_{t,g} / 32639, stored per token quad (32 bytes) as
+ * the operands of the dot over tokens: WIDE: i16 [â0 â2 ×4] then [â1 â3 ×4] (the even and odd
+ * tokens of each channel's 32-bit lane); RELAXED: i8 [high bytes of â0..â3 ×4] then [low bytes ×4].
+ * Also adds Σ_t w_t·z_{t,g} to zeroSums. scales, zeros: f32 [groups][VB] (0 for tokens not in the
+ * block); weights: the first `valid` of [VB] belong to the block.
+ *   prepared: rows × groups × (VB/4) × 32 bytes;  gammas: rows × groups f32;  work: VB f32
  */
 function prepareValueWeights(
-  rows: i32, valid: i32, groups: i32, relaxed: bool, weights: usize, weightRowBytes: usize,
-  scales: usize, zeros: usize, prepared: usize, gammas: usize, zeroSums: usize,
+  rows: i32, valid: i32, groups: i32, mode: i32, weights: usize, weightRowBytes: usize,
+  scales: usize, zeros: usize, prepared: usize, gammas: usize, zeroSums: usize, work: usize,
 ): void {
   const quads = VALUE_BLOCK >> 2;
   for (let m = 0; m < rows; m++) {
-    const w = weights + <usize>m * weightRowBytes;
+    let w = weights + <usize>m * weightRowBytes;
+    if (valid < VALUE_BLOCK) {
+      // The weights after the block's last token belong to the next segment: read zeros instead.
+      memory.copy(work, w, <usize>valid << 2);
+      memory.fill(work + (<usize>valid << 2), 0, <usize>(VALUE_BLOCK - valid) << 2);
+      w = work;
+    }
     for (let g = 0; g < groups; g++) {
-      let amax: f32 = 0;
-      let zeroSum: f32 = 0;
-      for (let t = 0; t < valid; t++) {
-        const wt = load<f32>(w + (<usize>t << 2));
-        amax = max(amax, wt * load<f32>(scales + (<usize>(t * groups + g) << 2)));
-        zeroSum += wt * load<f32>(zeros + (<usize>(t * groups + g) << 2));
+      const s = scales + (<usize>(g * VALUE_BLOCK) << 2);
+      const z = zeros + (<usize>(g * VALUE_BLOCK) << 2);
+      let vmax = f32x4.splat(0);
+      let vzero = f32x4.splat(0);
+      for (let q = 0; q < quads; q++) {
+        const offset = <usize>q << 4;
+        const vw = v128.load(w + offset);
+        vmax = f32x4.pmax(vmax, f32x4.mul(vw, v128.load(s + offset)));
+        vzero = madd(vw, v128.load(z + offset), vzero);
       }
+      const amax = maxLane(vmax);
       const zs = zeroSums + (<usize>(m * groups + g) << 2);
-      store<f32>(zs, load<f32>(zs) + zeroSum);
+      store<f32>(zs, load<f32>(zs) + hsum(vzero));
       store<f32>(gammas + (<usize>(m * groups + g) << 2), amax / QMAX);
-      const inverse: f32 = amax > 0 ? QMAX / amax : 0;
+      const vinverse = f32x4.splat(amax > 0 ? QMAX / amax : 0);
       const out = prepared + (<usize>((m * groups + g) * quads) << 5);
-      for (let quad = 0; quad < quads; quad++) {
-        let packed: u64 = 0;
-        for (let k = 0; k < 4; k++) {
-          const t = quad * 4 + k;
-          const a: u64 = t < valid
-            ? <u64><u32>(<i32>nearest(load<f32>(w + (<usize>t << 2)) * load<f32>(scales + (<usize>(t * groups + g) << 2)) * inverse))
-            : 0;
-          packed |= a << (16 * k);
-        }
-        const at = out + (<usize>quad << 5);
-        if (relaxed) {
-          // â = 256·high + low in signed bytes, the 4 tokens repeated for the 4 channels of a chunk.
-          const vq = i64x2.splat(packed);
-          const vhigh = splitHigh(vq);
-          const vlow = splitLow(vq);
-          v128.store(at, i32x4.splat(i32x4.extract_lane(i8x16.narrow_i16x8_s(vhigh, vhigh), 0)));
-          v128.store(at, i32x4.splat(i32x4.extract_lane(i8x16.narrow_i16x8_s(vlow, vlow), 0)), 16);
+      for (let q = 0; q < quads; q++) {
+        const offset = <usize>q << 4;
+        const va = roundToI32(f32x4.mul(f32x4.mul(v128.load(w + offset), v128.load(s + offset)), vinverse));
+        const at = out + (<usize>q << 5);
+        if (mode == RELAXED) {
+          const vq = i16x8.narrow_i32x4_s(va, va);
+          v128.store(at, i32x4.splat(i32x4.extract_lane(i8x16.narrow_i16x8_s(splitHigh(vq), splitHigh(vq)), 0)));
+          v128.store(at, i32x4.splat(i32x4.extract_lane(i8x16.narrow_i16x8_s(splitLow(vq), splitLow(vq)), 0)), 16);
         } else {
-          v128.store(at, i64x2.splat(packed));
+          const veven = i32x4.shuffle(va, va, 0, 2, 0, 2);
+          const vodd = i32x4.shuffle(va, va, 1, 3, 1, 3);
+          v128.store(at, i16x8.narrow_i32x4_s(veven, veven));
+          v128.store(at, i16x8.narrow_i32x4_s(vodd, vodd), 16);
         }
       }
     }
   }
 }
 
-/** out[m][4Q..4Q+3] += γ·[Σ_t â_t·code_{t,c}] over one channel quad of a value block, for one row. */
+/** Σ_t â·code per channel of one channel quad of a value block, for `rows` (1 or 4) query rows whose
+ *  prepared weights are `rowStride` bytes apart; lanes are the 4 channels. BITS is a constant. */
 // @ts-ignore: decorator
-@inline function valueQuad1(chunks: i32, planes: i32, bits: i32, relaxed: bool, vmask: v128, codes: usize, weights: usize): v128 {
-  let vacc0 = i32x4.splat(0), vacc1 = i32x4.splat(0);
+@inline function valueQuadRows4(BITS: i32, mode: i32, codes: usize, w: usize, rowStride: usize,
+  out: usize, outRowBytes: usize, gammas: usize, gammaStride: usize): void {
+  const planes = 8 / BITS;
+  const chunks = (VALUE_BLOCK * BITS) >> 5;
+  const vmask16 = i16x8.splat(<i16>((<i32>1 << BITS) - 1));
+  const vmask8 = i8x16.splat(<i8>((<i32>1 << BITS) - 1));
+  let vacc0 = i32x4.splat(0), vacc1 = i32x4.splat(0), vacc2 = i32x4.splat(0), vacc3 = i32x4.splat(0);
+  let vlow0 = i32x4.splat(0), vlow1 = i32x4.splat(0), vlow2 = i32x4.splat(0), vlow3 = i32x4.splat(0);
   for (let r = 0; r < chunks; r++) {
-    const vbytes = v128.load(codes + (<usize>r << 4));
+    const v = v128.load(codes + (<usize>r << 4));
     for (let s = 0; s < planes; s++) {
-      const vcodes = v128.and(i8x16.shr_u(vbytes, s * bits), vmask);
-      const w = weights + (<usize>(r * planes + s) << 5);
-      if (relaxed) {
-        vacc0 = dotAddI8I7(v128.load(w), vcodes, vacc0);
-        vacc1 = dotAddI8I7(v128.load(w, 16), vcodes, vacc1);
+      const wq = w + (<usize>(r * planes + s) << 5);
+      const shift = s * BITS;
+      if (mode == RELAXED) {
+        const k = v128.and(i16x8.shr_u(v, shift), vmask8);
+        vacc0 = i16x8.add(vacc0, dotI8I7(v128.load(wq), k));
+        vlow0 = i16x8.add(vlow0, dotI8I7(v128.load(wq, 16), k));
+        vacc1 = i16x8.add(vacc1, dotI8I7(v128.load(wq + rowStride), k));
+        vlow1 = i16x8.add(vlow1, dotI8I7(v128.load(wq + rowStride, 16), k));
+        vacc2 = i16x8.add(vacc2, dotI8I7(v128.load(wq + 2 * rowStride), k));
+        vlow2 = i16x8.add(vlow2, dotI8I7(v128.load(wq + 2 * rowStride, 16), k));
+        vacc3 = i16x8.add(vacc3, dotI8I7(v128.load(wq + 3 * rowStride), k));
+        vlow3 = i16x8.add(vlow3, dotI8I7(v128.load(wq + 3 * rowStride, 16), k));
       } else {
-        const vw = v128.load(w);
-        vacc0 = i32x4.add(vacc0, i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(vcodes), vw));
-        vacc1 = i32x4.add(vacc1, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(vcodes), vw));
+        const e = v128.and(i16x8.shr_u(v, shift), vmask16);
+        const o = v128.and(i16x8.shr_u(v, shift + 8), vmask16);
+        vacc0 = i32x4.add(vacc0, i32x4.add(i32x4.dot_i16x8_s(e, v128.load(wq)), i32x4.dot_i16x8_s(o, v128.load(wq, 16))));
+        vacc1 = i32x4.add(vacc1, i32x4.add(i32x4.dot_i16x8_s(e, v128.load(wq + rowStride)), i32x4.dot_i16x8_s(o, v128.load(wq + rowStride, 16))));
+        vacc2 = i32x4.add(vacc2, i32x4.add(i32x4.dot_i16x8_s(e, v128.load(wq + 2 * rowStride)), i32x4.dot_i16x8_s(o, v128.load(wq + 2 * rowStride, 16))));
+        vacc3 = i32x4.add(vacc3, i32x4.add(i32x4.dot_i16x8_s(e, v128.load(wq + 3 * rowStride)), i32x4.dot_i16x8_s(o, v128.load(wq + 3 * rowStride, 16))));
       }
     }
   }
-  // relaxed: lanes are channels, high and low halves of â; i16: lanes are (channel, token pair).
-  return relaxed
-    ? i32x4.add(i32x4.shl(vacc0, 8), vacc1)
-    : i32x4.add(i32x4.shuffle(vacc0, vacc1, 0, 2, 4, 6), i32x4.shuffle(vacc0, vacc1, 1, 3, 5, 7));
+  if (mode == RELAXED) {
+    vacc0 = i32x4.add(i32x4.shl(i32x4.extadd_pairwise_i16x8_s(vacc0), 8), i32x4.extadd_pairwise_i16x8_s(vlow0));
+    vacc1 = i32x4.add(i32x4.shl(i32x4.extadd_pairwise_i16x8_s(vacc1), 8), i32x4.extadd_pairwise_i16x8_s(vlow1));
+    vacc2 = i32x4.add(i32x4.shl(i32x4.extadd_pairwise_i16x8_s(vacc2), 8), i32x4.extadd_pairwise_i16x8_s(vlow2));
+    vacc3 = i32x4.add(i32x4.shl(i32x4.extadd_pairwise_i16x8_s(vacc3), 8), i32x4.extadd_pairwise_i16x8_s(vlow3));
+  }
+  v128.store(out, madd(f32x4.splat(load<f32>(gammas)), f32x4.convert_i32x4_s(vacc0), v128.load(out)));
+  v128.store(out + outRowBytes, madd(f32x4.splat(load<f32>(gammas + gammaStride)), f32x4.convert_i32x4_s(vacc1), v128.load(out + outRowBytes)));
+  v128.store(out + 2 * outRowBytes, madd(f32x4.splat(load<f32>(gammas + 2 * gammaStride)), f32x4.convert_i32x4_s(vacc2), v128.load(out + 2 * outRowBytes)));
+  v128.store(out + 3 * outRowBytes, madd(f32x4.splat(load<f32>(gammas + 3 * gammaStride)), f32x4.convert_i32x4_s(vacc3), v128.load(out + 3 * outRowBytes)));
+}
+
+/** The same for one query row. */
+// @ts-ignore: decorator
+@inline function valueQuadRow1(BITS: i32, mode: i32, codes: usize, w: usize, out: usize, gamma: f32): void {
+  const planes = 8 / BITS;
+  const chunks = (VALUE_BLOCK * BITS) >> 5;
+  const vmask16 = i16x8.splat(<i16>((<i32>1 << BITS) - 1));
+  const vmask8 = i8x16.splat(<i8>((<i32>1 << BITS) - 1));
+  let vacc = i32x4.splat(0), vlow = i32x4.splat(0);
+  for (let r = 0; r < chunks; r++) {
+    const v = v128.load(codes + (<usize>r << 4));
+    for (let s = 0; s < planes; s++) {
+      const wq = w + (<usize>(r * planes + s) << 5);
+      const shift = s * BITS;
+      if (mode == RELAXED) {
+        const k = v128.and(i16x8.shr_u(v, shift), vmask8);
+        vacc = i16x8.add(vacc, dotI8I7(v128.load(wq), k));
+        vlow = i16x8.add(vlow, dotI8I7(v128.load(wq, 16), k));
+      } else {
+        const e = v128.and(i16x8.shr_u(v, shift), vmask16);
+        const o = v128.and(i16x8.shr_u(v, shift + 8), vmask16);
+        vacc = i32x4.add(vacc, i32x4.add(i32x4.dot_i16x8_s(e, v128.load(wq)), i32x4.dot_i16x8_s(o, v128.load(wq, 16))));
+      }
+    }
+  }
+  if (mode == RELAXED) vacc = i32x4.add(i32x4.shl(i32x4.extadd_pairwise_i16x8_s(vacc), 8), i32x4.extadd_pairwise_i16x8_s(vlow));
+  v128.store(out, madd(f32x4.splat(gamma), f32x4.convert_i32x4_s(vacc), v128.load(out)));
+}
+
+/** The integer value kernel over one block's channel quads, for a compile-time BITS. */
+// @ts-ignore: decorator
+@inline function valueBlockAccumulate(
+  BITS: i32, mode: i32, rows: i32, D: i32, gv: i32, codes: usize, prepared: usize, gammas: usize, out: usize,
+): void {
+  const groups = D / gv;
+  const quadBytes = <usize>((VALUE_BLOCK * BITS) >> 5) << 4;
+  const groupWeights = <usize>((VALUE_BLOCK >> 2) << 5);
+  const rowWeights = <usize>groups * groupWeights;
+  const outRowBytes = <usize>D << 2;
+  let m = 0;
+  for (; m + 4 <= rows; m += 4) {
+    for (let c = 0; c < D; c += 4) {
+      const g = c / gv;
+      valueQuadRows4(BITS, mode, codes + <usize>(c >> 2) * quadBytes, prepared + <usize>m * rowWeights + <usize>g * groupWeights, rowWeights,
+        out + <usize>m * outRowBytes + (<usize>c << 2), outRowBytes, gammas + (<usize>(m * groups + g) << 2), <usize>groups << 2);
+    }
+  }
+  for (; m < rows; m++) {
+    for (let g = 0; g < groups; g++) {
+      const gamma = load<f32>(gammas + (<usize>(m * groups + g) << 2));
+      if (gamma == 0) continue; // every weight of this row is 0 here (causal mask)
+      const w = prepared + <usize>m * rowWeights + <usize>g * groupWeights;
+      for (let c = g * gv; c < (g + 1) * gv; c += 4) {
+        valueQuadRow1(BITS, mode, codes + <usize>(c >> 2) * quadBytes, w, out + <usize>m * outRowBytes + (<usize>c << 2), gamma);
+      }
+    }
+  }
 }
 
 /** out[m] += Σ_t w[m][t]·(code·s_{t,g} + z_{t,g}) over value blocks (the KIVI default for values);
  *  `tokens` may end inside the last block.
- *  scratch: 4·(2·VB·D/gv + 2·rows·D/gv) + rows·D/gv·(VB/4)·32 bytes. */
+ *  scratch: 4·(2·VB·D/gv + 2·rows·D/gv + VB) + rows·D/gv·(VB/4)·32 bytes. */
 export function qtoken_f32_accumulate(
   rows: i32, tokens: i32, D: i32, gv: i32, bits: i32,
   weights: usize, weightStride: i32, values: usize, blockStride: usize, out: usize, scratch: usize,
@@ -649,37 +832,24 @@ export function qtoken_f32_accumulate(
   const zeros = scales + (<usize>(VALUE_BLOCK * groups) << 2);
   const zeroSums = zeros + (<usize>(VALUE_BLOCK * groups) << 2);
   const gammas = zeroSums + (<usize>(rows * groups) << 2);
-  const prepared = gammas + (<usize>(rows * groups) << 2);
+  const work = gammas + (<usize>(rows * groups) << 2);
+  const prepared = work + (<usize>VALUE_BLOCK << 2);
   const codeOffset = <usize>(4 * VALUE_BLOCK * groups);
-  const planes = 8 / bits;
-  const chunks = (VALUE_BLOCK * bits) >> 5;
   memory.fill(zeroSums, 0, <usize>(rows * groups) << 2);
   for (let first = 0; first < tokens; first += VALUE_BLOCK) {
     const block = values + <usize>(first / VALUE_BLOCK) * blockStride;
     const valid = min(VALUE_BLOCK, tokens - first);
-    halvesToF32(valid * groups, block, scales);
-    halvesToF32(valid * groups, block + (<usize>(VALUE_BLOCK * groups) << 1), zeros);
+    // Halves of tokens not yet in the block are 0 (a block is zeroed when its first token arrives).
+    halvesToF32(VALUE_BLOCK * groups, block, scales);
+    halvesToF32(VALUE_BLOCK * groups, block + (<usize>(VALUE_BLOCK * groups) << 1), zeros);
     const w0 = weights + (<usize>first << 2);
     if (ASC_FEATURE_SIMD) {
-      const relaxed = useRelaxedDot(bits);
-      const vmask = i8x16.splat(<i8>((<i32>1 << bits) - 1));
-      prepareValueWeights(rows, valid, groups, relaxed, w0, weightRowBytes, scales, zeros, prepared, gammas, zeroSums);
-      const quadStride = <usize>(chunks << 4);
-      const groupWeights = <usize>((VALUE_BLOCK >> 2) << 5);
-      for (let m = 0; m < rows; m++) {
-        const acc = out + <usize>m * outBytes;
-        for (let g = 0; g < groups; g++) {
-          const gamma = load<f32>(gammas + (<usize>(m * groups + g) << 2));
-          if (gamma == 0) continue; // every weight of this row is 0 here (causal mask)
-          const vgamma = f32x4.splat(gamma);
-          const w = prepared + <usize>(m * groups + g) * groupWeights;
-          for (let c = g * gv; c < (g + 1) * gv; c += 4) {
-            const vsum = valueQuad1(chunks, planes, bits, relaxed, vmask, block + codeOffset + <usize>(c >> 2) * quadStride, w);
-            const at = acc + (<usize>c << 2);
-            v128.store(at, madd(vgamma, f32x4.convert_i32x4_s(vsum), v128.load(at)));
-          }
-        }
-      }
+      const mode = ASC_FEATURE_RELAXED_SIMD && bits <= 4 ? RELAXED : WIDE;
+      prepareValueWeights(rows, valid, groups, mode, w0, weightRowBytes, scales, zeros, prepared, gammas, zeroSums, work);
+      const codes = block + codeOffset;
+      if (bits == 2) valueBlockAccumulate(2, mode, rows, D, gv, codes, prepared, gammas, out);
+      else if (bits == 4) valueBlockAccumulate(4, mode, rows, D, gv, codes, prepared, gammas, out);
+      else valueBlockAccumulate(8, WIDE, rows, D, gv, codes, prepared, gammas, out);
       continue;
     }
     // Scalar build: per token, the weight folded into each group's scale and zero.
@@ -692,8 +862,8 @@ export function qtoken_f32_accumulate(
         if (wt == 0) continue;
         const acc = out + <usize>m * outBytes;
         for (let g = 0; g < groups; g++) {
-          const ws = wt * load<f32>(scales + (<usize>(t * groups + g) << 2));
-          const wz = wt * load<f32>(zeros + (<usize>(t * groups + g) << 2));
+          const ws = wt * load<f32>(scales + (<usize>(g * VALUE_BLOCK + t) << 2));
+          const wz = wt * load<f32>(zeros + (<usize>(g * VALUE_BLOCK + t) << 2));
           for (let c = g * gv; c < (g + 1) * gv; c++) {
             const code = <f32>((<u32>load<u8>(codes + <usize>valueCodeByte(c, t, bits)) >> shift) & mask);
             const at = acc + (<usize>c << 2);
@@ -706,9 +876,9 @@ export function qtoken_f32_accumulate(
   if (ASC_FEATURE_SIMD) {
     for (let m = 0; m < rows; m++) {
       for (let g = 0; g < groups; g++) {
-        const zeroSum = load<f32>(zeroSums + (<usize>(m * groups + g) << 2));
+        const vzero = f32x4.splat(load<f32>(zeroSums + (<usize>(m * groups + g) << 2)));
         const acc = out + <usize>m * outBytes + (<usize>(g * gv) << 2);
-        for (let c = 0; c < gv; c++) store<f32>(acc + (<usize>c << 2), load<f32>(acc + (<usize>c << 2)) + zeroSum);
+        for (let c = 0; c < gv; c += 4) v128.store(acc + (<usize>c << 2), f32x4.add(v128.load(acc + (<usize>c << 2)), vzero));
       }
     }
   }

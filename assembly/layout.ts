@@ -16,8 +16,9 @@
 //
 //   offset 0               2·VB·ng           4·VB·ng                              4·VB·ng + VB·D·b/8
 //   ┌─────────────────────┬─────────────────┬────────────────────────────────────┐
-//   │ scale f16 [VB][ng]  │ zero f16 [VB][ng]│ codes: D/4 quads × VB·b/32 chunks │   ng = D / gv
+//   │ scale f16 [ng][VB]  │ zero f16 [ng][VB]│ codes: D/4 quads × VB·b/32 chunks │   ng = D / gv
 //   └─────────────────────┴─────────────────┴────────────────────────────────────┘
+//   scales and zeros are group-major, so a group's 32 halves convert with 4-lane loads.
 //   chunk (Q, r) is 16 bytes at 4·VB·ng + (Q·VB·b/32 + r)·16; its byte 4·i + k holds, in plane s,
 //   the code of channel 4·Q + i, token 4·(r·P + s) + k (P = 8/b planes). Unpacking a plane gives,
 //   in each 32-bit lane, one channel's codes of 4 consecutive tokens: the operand of a dot product

@@ -123,8 +123,8 @@ export function f32_qtoken_quantize(
         }
         const scaleHalf = f32ToF16((mx - mn) / levels);
         const zeroHalf = f32ToF16(mn);
-        store<u16>(block + (<usize>(t * groups + g) << 1), scaleHalf);
-        store<u16>(block + (<usize>((VALUE_BLOCK + t) * groups + g) << 1), zeroHalf);
+        store<u16>(block + (<usize>(g * VALUE_BLOCK + t) << 1), scaleHalf);
+        store<u16>(block + (<usize>((groups + g) * VALUE_BLOCK + t) << 1), zeroHalf);
         const s = f16ToF32(scaleHalf);
         const z = f16ToF32(zeroHalf);
         c = 0;

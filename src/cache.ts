@@ -414,7 +414,7 @@ export class KiviCache {
     const scratchFloats = Math.max(
       G * D + 3 * D + maxRows * D, // qchannel_f32_scores, qchannel_f32_accumulate
       VALUE_BLOCK * D + maxRows * groups + 2 * VALUE_BLOCK * groups, // qtoken_f32_scores
-      2 * VALUE_BLOCK * groups + 2 * maxRows * groups + maxRows * groups * (VALUE_BLOCK / 4) * 8, // qtoken_f32_accumulate
+      2 * VALUE_BLOCK * groups + 2 * maxRows * groups + VALUE_BLOCK + maxRows * groups * (VALUE_BLOCK / 4) * 8, // qtoken_f32_accumulate
     );
     const queryFloats = maxRows * D;
     const rt = this.runtime;

@@ -28,7 +28,7 @@ export function streamLayout(o: ResolvedOptions, grouping: 'channel' | 'token'):
     // | scale f16 ×D | zero f16 ×D | codes D·G·b/8 |
     return { kind: 'channel', unitTokens: o.groupSize, headUnitBytes: D * (4 + (o.groupSize * o.bits) / 8), groupLength: o.groupSize };
   }
-  // | scale f16 [32][ng] | zero f16 [32][ng] | codes 32·D·b/8 |
+  // | scale f16 [ng][32] | zero f16 [ng][32] | codes 32·D·b/8 |
   const gv = Math.min(o.groupSize, D);
   return { kind: 'token', unitTokens: VALUE_BLOCK, headUnitBytes: VALUE_BLOCK * ((4 * D) / gv + (D * o.bits) / 8), groupLength: gv };
 }
@@ -95,8 +95,8 @@ export function decodeGroups(layout: StreamLayout, o: ResolvedOptions, memory: U
       const block = base + h * headStride + Math.floor(slot / VALUE_BLOCK) * layout.headUnitBytes;
       const codeArea = block + 4 * VALUE_BLOCK * groups;
       for (let g = 0; g < groups; g++, group++) {
-        scales[group] = half(block + 2 * (t * groups + g));
-        zeros[group] = half(block + 2 * ((VALUE_BLOCK + t) * groups + g));
+        scales[group] = half(block + 2 * (g * VALUE_BLOCK + t));
+        zeros[group] = half(block + 2 * ((groups + g) * VALUE_BLOCK + t));
         for (let i = 0; i < n; i++) {
           // Chunk (c/4, quad/planes), byte 4·(c%4) + t%4, plane quad % planes (assembly/layout.ts).
           const c = g * n + i;

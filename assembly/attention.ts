@@ -28,7 +28,8 @@
 
 import { halvesToF32, f16ToF32 } from './half';
 import { unpackPlanarF32 } from './pack';
-import { VALUE_BLOCK, valueBlockBytes, valueCodeByte, valueCodeShift } from './layout';
+import { VALUE_BLOCK, valueCodeByte, valueCodeShift } from './layout';
+import { roundToI32 } from './simd';
 
 /** Largest magnitude of a quantized query or weight: 16 bits, less 128 so that it splits into a
  *  high and a low signed byte (q = 256·high + low, both in -128..127) for the relaxed dot product. */
@@ -168,14 +169,6 @@ export function f32_f32_scores(
     const out = scores + <usize>m * scoreRowBytes;
     for (let t = 0; t < tokens; t++) store<f32>(out + (<usize>t << 2), dotF32(D, query, keys + <usize>t * keyStride));
   }
-}
-
-/** Round-to-nearest-even of |x| < 2^22 to i32 lanes: adding 1.5·2^23 leaves the integer in the low
- *  mantissa bits (the f32 addition rounds to nearest even), two instructions instead of the long
- *  x64 sequences behind f32x4.nearest + i32x4.trunc_sat_f32x4_s. */
-// @ts-ignore: decorator
-@inline function roundToI32(x: v128): v128 {
-  return i32x4.sub(f32x4.add(x, f32x4.splat(12582912.0)), i32x4.splat(0x4b400000));
 }
 
 // @ts-ignore: decorator
@@ -534,8 +527,10 @@ export function qtoken_f32_scores(
 // 2^n through the exponent bits. Below -87 the result is flushed to 0.
 // @ts-ignore: decorator
 @inline function expNonPositiveF32x4(x: v128): v128 {
-  const vx = f32x4.max(x, f32x4.splat(-87.0));
-  const vn = f32x4.nearest(f32x4.mul(vx, f32x4.splat(1.44269504088896341)));
+  const vx = f32x4.pmax(x, f32x4.splat(-87.0));
+  // n = round(x·log2 e), as a float and as an integer, by the 1.5·2^23 trick (see roundToI32).
+  const vshifted = f32x4.add(f32x4.mul(vx, f32x4.splat(1.44269504088896341)), f32x4.splat(12582912.0));
+  const vn = f32x4.sub(vshifted, f32x4.splat(12582912.0));
   let vr = f32x4.sub(vx, f32x4.mul(vn, f32x4.splat(0.693359375)));
   vr = f32x4.sub(vr, f32x4.mul(vn, f32x4.splat(-2.12194440e-4)));
   let vp = f32x4.splat(1.9875691500e-4);
@@ -545,7 +540,7 @@ export function qtoken_f32_scores(
   vp = madd(vp, vr, f32x4.splat(1.6666665459e-1));
   vp = madd(vp, vr, f32x4.splat(5.0000001201e-1));
   vp = madd(f32x4.mul(vp, vr), vr, f32x4.add(vr, f32x4.splat(1)));
-  const vpow2n = i32x4.shl(i32x4.add(i32x4.trunc_sat_f32x4_s(vn), i32x4.splat(127)), 23);
+  const vpow2n = i32x4.shl(i32x4.add(i32x4.sub(vshifted, i32x4.splat(0x4b400000)), i32x4.splat(127)), 23);
   const vresult = f32x4.mul(vp, vpow2n);
   return v128.andnot(vresult, f32x4.le(x, f32x4.splat(-87.0)));
 }
@@ -565,8 +560,8 @@ export function f32_softmax(
     let i = 0;
     if (ASC_FEATURE_SIMD) {
       let vmax = f32x4.splat(-Infinity);
-      for (; i + 4 <= visible; i += 4) vmax = f32x4.max(vmax, v128.load(row + (<usize>i << 2)));
-      maximum = max(max(f32x4.extract_lane(vmax, 0), f32x4.extract_lane(vmax, 1)), max(f32x4.extract_lane(vmax, 2), f32x4.extract_lane(vmax, 3)));
+      for (; i + 4 <= visible; i += 4) vmax = f32x4.pmax(vmax, v128.load(row + (<usize>i << 2)));
+      maximum = maxLane(vmax);
     }
     for (; i < visible; i++) maximum = max(maximum, load<f32>(row + (<usize>i << 2)));
     let sum: f32 = 0;
@@ -724,12 +719,12 @@ function prepareValueWeights(
   let vacc0 = i32x4.splat(0), vacc1 = i32x4.splat(0), vacc2 = i32x4.splat(0), vacc3 = i32x4.splat(0);
   let vlow0 = i32x4.splat(0), vlow1 = i32x4.splat(0), vlow2 = i32x4.splat(0), vlow3 = i32x4.splat(0);
   for (let r = 0; r < chunks; r++) {
-    const v = v128.load(codes + (<usize>r << 4));
-    for (let s = 0; s < planes; s++) {
+    // Each plane shifts the chunk right by BITS, so every shift is by a constant.
+    let v = v128.load(codes + (<usize>r << 4));
+    for (let s = 0; s < planes; s++, v = i16x8.shr_u(v, BITS)) {
       const wq = w + (<usize>(r * planes + s) << 5);
-      const shift = s * BITS;
       if (mode == RELAXED) {
-        const k = v128.and(i16x8.shr_u(v, shift), vmask8);
+        const k = v128.and(v, vmask8);
         vacc0 = i16x8.add(vacc0, dotI8I7(v128.load(wq), k));
         vlow0 = i16x8.add(vlow0, dotI8I7(v128.load(wq, 16), k));
         vacc1 = i16x8.add(vacc1, dotI8I7(v128.load(wq + rowStride), k));
@@ -739,8 +734,8 @@ function prepareValueWeights(
         vacc3 = i16x8.add(vacc3, dotI8I7(v128.load(wq + 3 * rowStride), k));
         vlow3 = i16x8.add(vlow3, dotI8I7(v128.load(wq + 3 * rowStride, 16), k));
       } else {
-        const e = v128.and(i16x8.shr_u(v, shift), vmask16);
-        const o = v128.and(i16x8.shr_u(v, shift + 8), vmask16);
+        const e = v128.and(v, vmask16);
+        const o = v128.and(i16x8.shr_u(v, 8), vmask16);
         vacc0 = i32x4.add(vacc0, i32x4.add(i32x4.dot_i16x8_s(e, v128.load(wq)), i32x4.dot_i16x8_s(o, v128.load(wq, 16))));
         vacc1 = i32x4.add(vacc1, i32x4.add(i32x4.dot_i16x8_s(e, v128.load(wq + rowStride)), i32x4.dot_i16x8_s(o, v128.load(wq + rowStride, 16))));
         vacc2 = i32x4.add(vacc2, i32x4.add(i32x4.dot_i16x8_s(e, v128.load(wq + 2 * rowStride)), i32x4.dot_i16x8_s(o, v128.load(wq + 2 * rowStride, 16))));
@@ -769,17 +764,16 @@ function prepareValueWeights(
   const vmask8 = i8x16.splat(<i8>((<i32>1 << BITS) - 1));
   let vacc = i32x4.splat(0), vlow = i32x4.splat(0);
   for (let r = 0; r < chunks; r++) {
-    const v = v128.load(codes + (<usize>r << 4));
-    for (let s = 0; s < planes; s++) {
+    let v = v128.load(codes + (<usize>r << 4));
+    for (let s = 0; s < planes; s++, v = i16x8.shr_u(v, BITS)) {
       const wq = w + (<usize>(r * planes + s) << 5);
-      const shift = s * BITS;
       if (mode == RELAXED) {
-        const k = v128.and(i16x8.shr_u(v, shift), vmask8);
+        const k = v128.and(v, vmask8);
         vacc = i16x8.add(vacc, dotI8I7(v128.load(wq), k));
         vlow = i16x8.add(vlow, dotI8I7(v128.load(wq, 16), k));
       } else {
-        const e = v128.and(i16x8.shr_u(v, shift), vmask16);
-        const o = v128.and(i16x8.shr_u(v, shift + 8), vmask16);
+        const e = v128.and(v, vmask16);
+        const o = v128.and(i16x8.shr_u(v, 8), vmask16);
         vacc = i32x4.add(vacc, i32x4.add(i32x4.dot_i16x8_s(e, v128.load(wq)), i32x4.dot_i16x8_s(o, v128.load(wq, 16))));
       }
     }

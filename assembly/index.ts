@@ -15,6 +15,7 @@ export {
   f32_f32_scores, qchannel_f32_scores, qtoken_f32_scores, f32_softmax,
   f32_f32_accumulate, qtoken_f32_accumulate, qchannel_f32_accumulate,
 } from './attention';
+export { f32_first_invalid, f32_scatter_heads } from './memory';
 export { selfTest } from './selftest';
 
 /** 16-byte aligned block of `bytes` bytes; grows the memory if needed (traps if it cannot). */

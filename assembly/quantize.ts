@@ -7,6 +7,7 @@
 import { f32ToF16, f16ToF32, f32x4ToF16, f16x4ToF32 } from './half';
 import { packPlanar } from './pack';
 import { keyBlockBytes, valueBlockBytes, valueCodeByte, valueCodeShift, VALUE_BLOCK } from './layout';
+import { roundToI32 } from './simd';
 
 /**
  * Quantizes `blocks` blocks of G tokens per channel, for each of `heads` kv heads.
@@ -139,10 +140,29 @@ export function f32_qtoken_quantize(
         }
         for (; c < gv; c++) store<u8>(scratch + <usize>(g * gv + c), quantizeOne(load<f32>(x0 + (<usize>c << 2)), s, z, levels));
       }
-      // Scatter the token's codes into the interleaved chunks (layout.ts).
+      // Scatter the token's codes into the interleaved chunks (layout.ts): chunk (Q, r) byte
+      // 4·i + t%4 takes channel 4·Q + i. With SIMD one swizzle places a quad's 4 codes.
       const codes = block + <usize>(4 * VALUE_BLOCK * groups);
       const shift = valueCodeShift(t, bits);
-      for (let c = 0; c < D; c++) {
+      let c = 0;
+      if (ASC_FEATURE_SIMD) {
+        const chunksPerQuad = (VALUE_BLOCK * bits) >> 5;
+        const chunkInQuad = <usize>(((t >> 2) / (8 / bits)) << 4);
+        const lane = t & 3;
+        // Byte 4·i + lane of the quad-q pattern takes code 4·q + i; every other byte a zero (index 16+).
+        const vlane = i8x16(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3);
+        const vpick = i8x16(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+        const vmine = i8x16.eq(vlane, i8x16.splat(<i8>lane));
+        for (; c + 16 <= D; c += 16) {
+          const vcodes = i8x16.shl(v128.load(scratch + <usize>c), shift);
+          for (let q = 0; q < 4; q++) {
+            const vindex = v128.or(i8x16.add(vpick, i8x16.splat(<i8>(4 * q))), v128.not(vmine));
+            const at = codes + (<usize>(((c >> 2) + q) * chunksPerQuad) << 4) + chunkInQuad;
+            v128.store(at, v128.or(v128.load(at), i8x16.swizzle(vcodes, vindex)));
+          }
+        }
+      }
+      for (; c < D; c++) {
         const at = codes + <usize>valueCodeByte(c, t, bits);
         store<u8>(at, load<u8>(at) | (<u32>load<u8>(scratch + <usize>c) << shift));
       }
@@ -153,9 +173,11 @@ export function f32_qtoken_quantize(
 /** quantizeOne on four lanes (vconstant: lanes whose scale is 0); the codes land in the low 4 bytes. */
 // @ts-ignore: decorator
 @inline function quantizeF32x4(vx: v128, vs: v128, vz: v128, vlevels: v128, vconstant: v128): v128 {
-  const vq = f32x4.nearest(f32x4.div(f32x4.sub(vx, vz), vs));
-  const vclamped = f32x4.min(f32x4.max(vq, f32x4.splat(0)), vlevels);
-  const vcode = v128.andnot(i32x4.trunc_sat_f32x4_u(vclamped), vconstant);
+  // Clamping before rounding gives the same integer (the bounds are integers); pmax/pmin differ
+  // from max/min only on NaN and -0, which both end as code 0 (NaN lanes are the masked s == 0 ones).
+  const vq = f32x4.div(f32x4.sub(vx, vz), vs);
+  const vclamped = f32x4.pmin(f32x4.pmax(vq, f32x4.splat(0)), vlevels);
+  const vcode = v128.andnot(roundToI32(vclamped), vconstant);
   const v16 = i16x8.narrow_i32x4_u(vcode, vcode);
   return i8x16.narrow_i16x8_u(v16, v16);
 }

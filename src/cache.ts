@@ -97,13 +97,10 @@ class Layer {
   }
 }
 
-function checkFinite(where: string, name: string, data: Float32Array, maxAbs: number): void {
+function checkFinite(where: string, name: string, data: Float32Array): void {
   for (let i = 0; i < data.length; i++) {
     const x = data[i]!;
-    if (!(Number.isFinite(x) && Math.abs(x) <= maxAbs)) {
-      const why = Number.isFinite(x) ? `|x| <= ${maxAbs} (a half must hold it)` : 'finite numbers';
-      throw new RangeError(`${where}: ${name} must hold ${why}, got ${x} at index ${i}`);
-    }
+    if (!Number.isFinite(x)) throw new RangeError(`${where}: ${name} must hold finite numbers, got ${x} at index ${i}`);
   }
 }
 
@@ -191,8 +188,8 @@ export class KiviCache {
     return this.layerStates[layer]!;
   }
 
-  /** Checks a [tokens][heads][headDim] array and returns its token count. */
-  private checkTokens(where: string, name: string, data: unknown, heads: number, maxAbs: number): number {
+  /** Checks the type and length of a [tokens][heads][headDim] array and returns its token count. */
+  private checkShape(where: string, name: string, data: unknown, heads: number): number {
     if (!(data instanceof Float32Array)) throw new TypeError(`${where}: ${name} must be a Float32Array, got ${describe(data)}`);
     const rowLength = heads * this.options.headDim;
     if (data.length === 0 || data.length % rowLength !== 0) {
@@ -201,7 +198,6 @@ export class KiviCache {
         `got length ${data.length}`,
       );
     }
-    checkFinite(where, name, data, maxAbs);
     return data.length / rowLength;
   }
 
@@ -259,10 +255,30 @@ export class KiviCache {
     this.checkUsable(where);
     const state = this.checkLayer(where, layer);
     const o = this.options;
-    const n = this.checkTokens(where, 'keys', keys, o.kvHeads, MAX_ABS_INPUT);
-    const nValues = this.checkTokens(where, 'values', values, o.kvHeads, MAX_ABS_INPUT);
+    const n = this.checkShape(where, 'keys', keys, o.kvHeads);
+    const nValues = this.checkShape(where, 'values', values, o.kvHeads);
     if (n !== nValues) throw new RangeError(`${where}: keys and values must hold the same number of tokens, got ${n} and ${nValues}`);
     if (state.tokens + n > 2 ** 31 - 1) throw new RangeError(`${where}: a layer holds at most 2^31-1 tokens, got ${state.tokens} + ${n}`);
+
+    // The input goes to a staging area of the shared workspace (one copy each), is checked there,
+    // and is scattered into per-head rows by the kernels. The workspace is not cache state, so a
+    // refused input changes nothing.
+    const rt = this.runtime;
+    const inputBytes = keys.length * 4;
+    const staging = rt.workspace(2 * inputBytes + this.quantizeScratchBytes());
+    const stagedKeys = staging;
+    const stagedValues = staging + inputBytes;
+    const scratch = staging + 2 * inputBytes; // the quantizers' scratch, after the staged input
+    rt.f32.set(keys, stagedKeys / 4);
+    rt.f32.set(values, stagedValues / 4);
+    for (const [name, data, ptr] of [['keys', keys, stagedKeys], ['values', values, stagedValues]] as const) {
+      const bad = rt.kernels.f32_first_invalid(data.length, ptr, MAX_ABS_INPUT);
+      if (bad >= 0) {
+        const x = data[bad]!;
+        const why = Number.isFinite(x) ? `|x| <= ${MAX_ABS_INPUT} (a half must hold it)` : 'finite numbers';
+        throw new RangeError(`${where}: ${name} must hold ${why}, got ${x} at index ${bad}`);
+      }
+    }
 
     const sinkTake = Math.min(n, o.sinkTokens - state.sinkCount);
     const added = n - sinkTake;
@@ -270,29 +286,16 @@ export class KiviCache {
     this.allocate(plans);
 
     // From here on nothing can fail: the state changes.
+    const staged = [stagedKeys, stagedValues];
     if (sinkTake > 0) {
-      for (const [stream, input] of [[state.keys, keys], [state.values, values]] as const) {
-        this.scatterRows(input, 0, sinkTake, stream.sinkPtr, o.sinkTokens, state.sinkCount);
-      }
+      [state.keys, state.values].forEach((stream, i) => {
+        rt.kernels.f32_scatter_heads(sinkTake, o.kvHeads, o.headDim, staged[i]!, stream.sinkPtr + state.sinkCount * this.rowBytes, o.sinkTokens * this.rowBytes);
+      });
       state.sinkCount += sinkTake;
     }
-    const inputs = [keys, values];
-    plans.forEach((plan, i) => this.flushAndAdd(plan, inputs[i]!, sinkTake, added));
+    const skipBytes = sinkTake * o.kvHeads * this.rowBytes;
+    plans.forEach((plan, i) => this.flushAndAdd(plan, staged[i]! + skipBytes, added, scratch));
     state.tokens += n;
-  }
-
-  /** Copies tokens [from, from + count) of a [tokens][kvHeads][D] input into per-head rows
-   *  (head h at base + h·capacity rows), starting at row `at`. */
-  private scatterRows(input: Float32Array, from: number, count: number, base: number, capacity: number, at: number): void {
-    const { kvHeads, headDim: D } = this.options;
-    const f32 = this.runtime.f32;
-    for (let h = 0; h < kvHeads; h++) {
-      let dst = (base + (h * capacity + at) * this.rowBytes) / 4;
-      for (let t = from; t < from + count; t++, dst += D) {
-        const src = (t * kvHeads + h) * D;
-        f32.set(input.subarray(src, src + D), dst);
-      }
-    }
   }
 
   /** Allocates everything the plans need, all or nothing. */
@@ -306,7 +309,6 @@ export class KiviCache {
           plan.freshQuantized = rt.alloc(o.kvHeads * plan.quantizedCapacity * plan.stream.layout.headUnitBytes, 'quantized tokens');
         }
       }
-      if (plans.some((p) => p.flushTokens > 0)) rt.workspace(this.quantizeScratchBytes());
     } catch (error) {
       for (const plan of plans) {
         rt.free(plan.freshResidual);
@@ -330,7 +332,9 @@ export class KiviCache {
     }
   }
 
-  private flushAndAdd(plan: StreamPlan, input: Float32Array, skip: number, added: number): void {
+  /** Quantizes what the plan flushes, compacts or moves the residual rows, then adds `added` staged
+   *  tokens ([added][kvHeads][D] at `staged`) as residual rows. */
+  private flushAndAdd(plan: StreamPlan, staged: number, added: number, scratch: number): void {
     const rt = this.runtime;
     const k = rt.kernels;
     const o = this.options;
@@ -346,7 +350,6 @@ export class KiviCache {
       const src = s.residualPtr + s.residualStart * this.rowBytes;
       const srcHeadStride = s.residualCapacity * this.rowBytes;
       const dstHeadStride = s.quantizedCapacity * layout.headUnitBytes;
-      const scratch = rt.workspace(this.quantizeScratchBytes());
       if (layout.kind === 'channel') {
         const dst = s.quantizedPtr + (s.quantizedTokens / layout.unitTokens) * layout.headUnitBytes;
         k.f32_qchannel_quantize(o.kvHeads, plan.flushTokens / layout.unitTokens, o.headDim, o.groupSize, o.bits, src, srcHeadStride, dst, dstHeadStride, scratch);
@@ -369,7 +372,8 @@ export class KiviCache {
       s.residualStart = 0;
     }
     if (added > 0) {
-      this.scatterRows(input, skip, added, s.residualPtr, s.residualCapacity, s.residualStart + s.residualCount);
+      const dst = s.residualPtr + (s.residualStart + s.residualCount) * this.rowBytes;
+      k.f32_scatter_heads(added, o.kvHeads, o.headDim, staged, dst, s.residualCapacity * this.rowBytes);
       s.residualCount += added;
     }
   }
@@ -385,7 +389,8 @@ export class KiviCache {
     const state = this.checkLayer(where, layer);
     const o = this.options;
     const D = o.headDim;
-    const qTokens = this.checkTokens(where, 'queries', queries, o.queryHeads, Infinity);
+    const qTokens = this.checkShape(where, 'queries', queries, o.queryHeads);
+    checkFinite(where, 'queries', queries);
     if (qTokens > state.tokens) {
       throw new RangeError(`${where}: queries must be at most the ${state.tokens} tokens cached in layer ${layer}, got ${qTokens}`);
     }

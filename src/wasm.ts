@@ -12,6 +12,8 @@ export interface KernelExports {
   free(ptr: number): void;
   features(): number;
   selfTest(scratch: number): number;
+  f32_first_invalid(count: number, src: number, maxAbs: number): number;
+  f32_scatter_heads(tokens: number, heads: number, D: number, src: number, dst: number, dstHeadStride: number): void;
   f32_qchannel_quantize(heads: number, blocks: number, D: number, G: number, bits: number, src: number, srcHeadStride: number, dst: number, dstHeadStride: number, scratch: number): void;
   f32_qtoken_quantize(heads: number, tokens: number, first: number, D: number, gv: number, bits: number, src: number, srcHeadStride: number, dst: number, dstHeadStride: number, scratch: number): void;
   f32_f32_scores(rows: number, tokens: number, D: number, queries: number, keys: number, keyStride: number, scores: number, scoreStride: number): void;
@@ -26,7 +28,7 @@ export interface KernelExports {
 
 /** Every function a build must export. */
 export const KERNEL_EXPORT_NAMES = [
-  'alloc', 'realloc', 'free', 'features', 'selfTest', 'f32_qchannel_quantize', 'f32_qtoken_quantize',
+  'alloc', 'realloc', 'free', 'features', 'selfTest', 'f32_first_invalid', 'f32_scatter_heads', 'f32_qchannel_quantize', 'f32_qtoken_quantize',
   'f32_f32_scores', 'qchannel_f32_scores', 'qtoken_f32_scores', 'f32_softmax', 'f32_f32_accumulate',
   'qtoken_f32_accumulate', 'qchannel_f32_accumulate',
 ] as const;

@@ -98,6 +98,6 @@ describe('Kivi.load options', () => {
       108, 111, 99, 0, 1, 4, 102, 114, 101, 101, 0, 2, 8, 115, 101, 108, 102, 84, 101, 115, 116, 0, 3, 10, 19, 4, 4, 0, 65,
       7, 11, 4, 0, 65, 16, 11, 2, 0, 11, 4, 0, 65, 0, 11,
     ]);
-    await expect(Kivi.load({ module: foreign })).rejects.toThrow(/cannot be used: not a kivi-wasm build: missing exports realloc, f32_qchannel_quantize/);
+    await expect(Kivi.load({ module: foreign })).rejects.toThrow(/cannot be used: not a kivi-wasm build: missing exports realloc, .*f32_qchannel_quantize/);
   });
 });

@@ -430,7 +430,9 @@ export function qchannel_f32_scores(
   const work = zeros + queryBytes;
   const prepared = work + queryBytes; // rows × 2·D bytes (SIMD) or rows × D f32 (scalar)
   if (ASC_FEATURE_SIMD && G == 32) {
-    const mode = ASC_FEATURE_RELAXED_SIMD && bits <= 4 && (D + 15) / 16 <= relaxedChunks(bits) ? RELAXED : WIDE;
+    // The relaxed path keeps two i16 accumulators per row; with four rows they no longer fit in
+    // registers and the 16-bit path is faster (measured), so it serves GQA groups.
+    const mode = ASC_FEATURE_RELAXED_SIMD && bits <= 4 && rows < 4 && (D + 15) / 16 <= relaxedChunks(bits) ? RELAXED : WIDE;
     // Σ_c q̂·code over D channels must fit in an i32: at 8 bits and D > 258 the range of q̂ shrinks.
     const qmax = min(QMAX, <f32>floor(<f64>i32.MAX_VALUE / <f64>(((1 << bits) - 1) * D)));
     const alphaBeta = prepared + <usize>(rows * 2 * D);
@@ -838,7 +840,7 @@ export function qtoken_f32_accumulate(
     halvesToF32(VALUE_BLOCK * groups, block + (<usize>(VALUE_BLOCK * groups) << 1), zeros);
     const w0 = weights + (<usize>first << 2);
     if (ASC_FEATURE_SIMD) {
-      const mode = ASC_FEATURE_RELAXED_SIMD && bits <= 4 ? RELAXED : WIDE;
+      const mode = ASC_FEATURE_RELAXED_SIMD && bits <= 4 && rows < 4 ? RELAXED : WIDE;
       prepareValueWeights(rows, valid, groups, mode, w0, weightRowBytes, scales, zeros, prepared, gammas, zeroSums, work);
       const codes = block + codeOffset;
       if (bits == 2) valueBlockAccumulate(2, mode, rows, D, gv, codes, prepared, gammas, out);

@@ -35,6 +35,9 @@ const SCENARIOS: Scenario[] = [
   { name: 'MHA 2-bit G32 R64: prefill = 3R+5 (multiple of G plus)', options: { layers: 1, kvHeads: 2, headDim: 32, bits: 2, groupSize: 32, residual: 64 }, steps: [197, ...ones(70)] },
   { name: 'GQA 4-bit G32 R128 defaults, mixed chunks', options: { layers: 2, kvHeads: 2, headDim: 64, queryHeads: 8, bits: 4 }, steps: [100, 1, 1, 30, 1, 64, 5, 128, 3, 256, ...ones(5)] },
   { name: 'GQA 8-bit G16 R32', options: { layers: 1, kvHeads: 2, headDim: 32, queryHeads: 4, bits: 8, groupSize: 16, residual: 32 }, steps: [40, ...ones(40), 33] },
+  { name: 'GQA 8-bit G32 D64 (16-bit path for 8-bit codes)', options: { layers: 1, kvHeads: 2, headDim: 64, queryHeads: 8, bits: 8, groupSize: 32, residual: 32 }, steps: [80, ...ones(40), 9] },
+  { name: 'GQA 4 rows, D = 8, 4-bit G32 (short last chunk)', options: { layers: 1, kvHeads: 2, headDim: 8, queryHeads: 8, bits: 4, groupSize: 32, residual: 32 }, steps: [100, ...ones(40)] },
+  { name: 'GQA 4-bit G32 D24 (a 16- and an 8-channel chunk, value groups of 24), multi-token queries', options: { layers: 1, kvHeads: 3, headDim: 24, queryHeads: 6, bits: 4, groupSize: 32, residual: 32 }, steps: [70, 5, 7, ...ones(20)] },
   { name: 'MQA 2-bit D128 G32 R32', options: { layers: 1, kvHeads: 1, headDim: 128, queryHeads: 4, bits: 2, groupSize: 32, residual: 32 }, steps: [96, ...ones(35), 7] },
   // R = 0: every whole G-token chunk is quantized at the next append.
   { name: 'R = 0, 2-bit G32', options: { layers: 1, kvHeads: 2, headDim: 32, bits: 2, groupSize: 32, residual: 0 }, steps: [70, ...ones(40), 64, 1] },

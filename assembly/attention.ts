@@ -26,7 +26,7 @@
 // four at a time where possible, so the query heads of a GQA group share each unpacked vector of
 // codes. The scalar build computes the same in f32.
 
-import { halvesToF32, f16ToF32 } from './half';
+import { halvesToF32 } from './half';
 import { unpackPlanarF32 } from './pack';
 import { VALUE_BLOCK, valueCodeByte, valueCodeShift } from './layout';
 import { roundToI32 } from './simd';

@@ -1,4 +1,4 @@
-// Planar bit packing, shared by every quantized layout.
+// Planar bit packing of key blocks (layout.ts).
 //
 // `count` bytes hold P = 8/b planes of `count` codes each: code k of plane s sits in byte k at
 // bits s*b .. s*b+b-1. A byte therefore holds codes k, k+count, k+2*count, ... and a 16-byte load
@@ -7,9 +7,8 @@
 //   b = 2, count = W:      byte k = | plane 3 : 2 | plane 2 : 2 | plane 1 : 2 | plane 0 : 2 |
 //                                   | code k+3W  | code k+2W   | code k+W    | code k      |
 //
-// Where the codes come from in each layout (see layout diagrams in quantize.ts):
-//   key block (per channel): code index = token * D + channel, count = (G*b/8) * D
-//   value row (per token):   code index = channel within its group, count = gv*b/8, one call per group
+// In a key block the code index is token * D + channel and count = (G*b/8) * D. (Value blocks
+// interleave tokens instead; quantize.ts places their codes directly.)
 
 /** Packs `count * (8/bits)` one-byte codes at `codes` into `count` bytes at `dst`. */
 export function packPlanar(count: i32, bits: i32, codes: usize, dst: usize): void {
@@ -67,15 +66,5 @@ export function unpackPlanarF32(count: i32, bits: i32, src: usize, dst: usize): 
     for (let s = 0; s < planes; s++) {
       store<f32>(dst + (<usize>(s * count + k) << 2), <f32>((byte >>> (s * bits)) & mask));
     }
-  }
-}
-
-/** Unpacks into one-byte codes (for inspection and tests). */
-export function unpackPlanarU8(count: i32, bits: i32, src: usize, dst: usize): void {
-  const planes = 8 / bits;
-  const mask: u32 = (1 << bits) - 1;
-  for (let k = 0; k < count; k++) {
-    const byte: u32 = load<u8>(src + <usize>k);
-    for (let s = 0; s < planes; s++) store<u8>(dst + <usize>(s * count + k), <u8>((byte >>> (s * bits)) & mask));
   }
 }

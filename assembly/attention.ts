@@ -26,7 +26,7 @@
 // four at a time where possible, so the query heads of a GQA group share each unpacked vector of
 // codes. The scalar build computes the same in f32.
 
-import { halvesToF32 } from './half';
+import { scalesZerosToF32 } from './half';
 import { unpackPlanarF32 } from './pack';
 import { VALUE_BLOCK, valueCodeByte, valueCodeShift } from './layout';
 import { roundToI32 } from './simd';
@@ -169,6 +169,17 @@ export function f32_f32_scores(
     const out = scores + <usize>m * scoreRowBytes;
     for (let t = 0; t < tokens; t++) store<f32>(out + (<usize>t << 2), dotF32(D, query, keys + <usize>t * keyStride));
   }
+}
+
+/** Loads one word from every 64-byte line of a block that will be read soon, so that its cache
+ *  misses overlap the work on the current block (wasm has no prefetch instruction). Measured on
+ *  Zen 5 at 16K tokens: 4-bit attention 37 → 26 ns per token and kv head; at 2 bits, where the
+ *  work per byte is higher and the streams keep up, it costs more than it saves, so it is off. */
+// @ts-ignore: decorator
+@inline function touchAhead(block: usize, bytes: usize): u32 {
+  let sum: u32 = 0;
+  for (let offset: usize = 0; offset < bytes; offset += 64) sum |= load<u32>(block + offset);
+  return sum;
 }
 
 // @ts-ignore: decorator
@@ -436,10 +447,11 @@ export function qchannel_f32_scores(
     // Σ_c q̂·code over D channels must fit in an i32: at 8 bits and D > 258 the range of q̂ shrinks.
     const qmax = min(QMAX, <f32>floor(<f64>i32.MAX_VALUE / <f64>(((1 << bits) - 1) * D)));
     const alphaBeta = prepared + <usize>(rows * 2 * D);
+    let touched: u32 = 0;
     for (let b = 0; b < blocks; b++) {
       const block = keys + <usize>b * blockStride;
-      halvesToF32(D, block, scales);
-      halvesToF32(D, block + (<usize>D << 1), zeros);
+      if (bits >= 4 && b + 2 < blocks) touched |= touchAhead(block + 2 * blockStride, blockStride);
+      scalesZerosToF32(D, block, scales); // zeros follow the scales in the block and in scratch
       prepareKeyQueries(rows, D, qmax, mode, queries, scales, zeros, prepared, alphaBeta, work);
       const codes = block + (<usize>D << 2);
       const blockScores = scores + (<usize>(b * G) << 2);
@@ -447,14 +459,14 @@ export function qchannel_f32_scores(
       else if (bits == 4) keyBlockScores(4, mode, rows, D, codes, prepared, alphaBeta, blockScores, scoreRowBytes);
       else keyBlockScores(8, WIDE, rows, D, codes, prepared, alphaBeta, blockScores, scoreRowBytes);
     }
+    store<u32>(work, touched); // keeps the early loads
     return;
   }
   // Scalar build, and group sizes other than 32: f32 codes, scales folded into the query.
   const codes = prepared + <usize>rows * queryBytes;
   for (let b = 0; b < blocks; b++) {
     const block = keys + <usize>b * blockStride;
-    halvesToF32(D, block, scales);
-    halvesToF32(D, block + (<usize>D << 1), zeros);
+    scalesZerosToF32(D, block, scales);
     unpackPlanarF32(rowBytes * D, bits, block + (<usize>D << 2), codes);
     for (let m = 0; m < rows; m++) {
       const query = queries + <usize>m * queryBytes;
@@ -504,8 +516,7 @@ export function qtoken_f32_scores(
   for (let first = 0; first < tokens; first += VALUE_BLOCK) {
     const block = keys + <usize>(first / VALUE_BLOCK) * blockStride;
     const valid = min(VALUE_BLOCK, tokens - first);
-    halvesToF32(VALUE_BLOCK * groups, block, scales);
-    halvesToF32(VALUE_BLOCK * groups, block + (<usize>(VALUE_BLOCK * groups) << 1), zeros);
+    scalesZerosToF32(VALUE_BLOCK * groups, block, scales); // zeros follow the scales in the block and in scratch
     unpackValueBlockF32(valid, D, bits, block + <usize>(4 * VALUE_BLOCK * groups), codes);
     for (let t = 0; t < valid; t++) {
       for (let m = 0; m < rows; m++) {
@@ -832,12 +843,13 @@ export function qtoken_f32_accumulate(
   const prepared = work + (<usize>VALUE_BLOCK << 2);
   const codeOffset = <usize>(4 * VALUE_BLOCK * groups);
   memory.fill(zeroSums, 0, <usize>(rows * groups) << 2);
+  let touched: u32 = 0;
   for (let first = 0; first < tokens; first += VALUE_BLOCK) {
     const block = values + <usize>(first / VALUE_BLOCK) * blockStride;
     const valid = min(VALUE_BLOCK, tokens - first);
+    if (bits >= 4 && first + 3 * VALUE_BLOCK <= tokens) touched |= touchAhead(block + 2 * blockStride, blockStride);
     // Halves of tokens not yet in the block are 0 (a block is zeroed when its first token arrives).
-    halvesToF32(VALUE_BLOCK * groups, block, scales);
-    halvesToF32(VALUE_BLOCK * groups, block + (<usize>(VALUE_BLOCK * groups) << 1), zeros);
+    scalesZerosToF32(VALUE_BLOCK * groups, block, scales); // zeros follow the scales in the block and in scratch
     const w0 = weights + (<usize>first << 2);
     if (ASC_FEATURE_SIMD) {
       const mode = ASC_FEATURE_RELAXED_SIMD && bits <= 4 && rows < 4 ? RELAXED : WIDE;
@@ -869,6 +881,7 @@ export function qtoken_f32_accumulate(
       }
     }
   }
+  store<u32>(work, touched); // keeps the early loads
   if (ASC_FEATURE_SIMD) {
     for (let m = 0; m < rows; m++) {
       for (let g = 0; g < groups; g++) {
@@ -896,8 +909,7 @@ export function qchannel_f32_accumulate(
   const codes = partial + outBytes;
   for (let b = 0; b < blocks; b++) {
     const block = values + <usize>b * blockStride;
-    halvesToF32(D, block, scales);
-    halvesToF32(D, block + (<usize>D << 1), zeros);
+    scalesZerosToF32(D, block, scales);
     unpackPlanarF32(rowBytes * D, bits, block + (<usize>D << 2), codes);
     for (let m = 0; m < rows; m++) {
       const weightRow = weights + <usize>m * weightRowBytes + (<usize>(b * G) << 2);

@@ -72,16 +72,29 @@ export function f16ToF32(h: u32): f32 {
   return v128.or(f32x4.mul(magnitude, f32x4.splat(reinterpret<f32>(F32_TWO_POW_112))), sign);
 }
 
-/** Converts `count` halves at `src` to f32 at `dst`. */
-export function halvesToF32(count: i32, src: usize, dst: usize): void {
+/** A group block's `count` scale halves followed by `count` zero halves (at src) to `count` f32
+ *  scales followed by `count` f32 zeros (at dst). Scales are never negative ((max - min) / levels),
+ *  so their conversion drops the sign handling: shift into place and rescale. Zeros are widened
+ *  with sign extension; the mask keeps the sign bit and clears the three bits the extension copied
+ *  above the half's own sign. */
+export function scalesZerosToF32(count: i32, src: usize, dst: usize): void {
   let i = 0;
   if (ASC_FEATURE_SIMD) {
-    for (; i + 4 <= count; i += 4) {
-      const h = i32x4.extend_low_i16x8_u(v128.load64_zero(src + (<usize>i << 1)));
-      v128.store(dst + (<usize>i << 2), f16x4ToF32(h));
+    const vrescale = f32x4.splat(reinterpret<f32>(F32_TWO_POW_112));
+    const vkeep = i32x4.splat(0x8fffffff);
+    for (; i + 8 <= count; i += 8) {
+      const vh = v128.load(src + (<usize>i << 1));
+      const out = dst + (<usize>i << 2);
+      v128.store(out, f32x4.mul(i32x4.shl(i32x4.extend_low_i16x8_u(vh), 13), vrescale));
+      v128.store(out, f32x4.mul(i32x4.shl(i32x4.extend_high_i16x8_u(vh), 13), vrescale), 16);
+      const vz = v128.load(src + (<usize>(count + i) << 1));
+      const zout = dst + (<usize>(count + i) << 2);
+      v128.store(zout, f32x4.mul(v128.and(i32x4.shl(i32x4.extend_low_i16x8_s(vz), 13), vkeep), vrescale));
+      v128.store(zout, f32x4.mul(v128.and(i32x4.shl(i32x4.extend_high_i16x8_s(vz), 13), vkeep), vrescale), 16);
     }
   }
   for (; i < count; i++) {
     store<f32>(dst + (<usize>i << 2), f16ToF32(load<u16>(src + (<usize>i << 1))));
+    store<f32>(dst + (<usize>(count + i) << 2), f16ToF32(load<u16>(src + (<usize>(count + i) << 1))));
   }
 }

@@ -3,7 +3,7 @@
 // gets i32x4.relaxed_dot_i8x16_i7x16_add_s wrong), so the loader only picks a build whose
 // instructions give the answers below.
 
-import { f32ToF16, f16ToF32, f32x4ToF16, f16x4ToF32 } from './half';
+import { f32ToF16, f16ToF32, f32x4ToF16, f16x4ToF32, scalesZerosToF32 } from './half';
 import { f32_qtoken_quantize } from './quantize';
 import { dotF32 } from './attention';
 import { VALUE_BLOCK } from './layout';
@@ -53,6 +53,19 @@ export function selfTest(scratch: usize): i32 {
   const codes = block + 4 * VALUE_BLOCK;
   if (load<u8>(codes) != 0 || load<u8>(codes, 4) != 0 || load<u8>(codes, 8) != 0 || load<u8>(codes, 12) != 1) return 8;
   if (load<u8>(codes, 32) != 1 || load<u8>(codes, 36) != 2 || load<u8>(codes, 40) != 2 || load<u8>(codes, 44) != 3) return 8;
+  // Scales and zeros of a block: 9 of each, so both the 8-wide path and the tail run; the zeros
+  // include negative, subnormal and negative-subnormal halves.
+  const SCALE_BITS: StaticArray<u16> = [0x3c00, 0x4415, 0x0001, 0x7bff, 0x0000, 0x3555, 0x2e66, 0x0400, 0x3c01];
+  const ZERO_BITS: StaticArray<u16> = [0xc200, 0x8001, 0x0001, 0xfbff, 0x8000, 0x3c00, 0xb555, 0x8400, 0x4415];
+  for (let i = 0; i < 9; i++) {
+    store<u16>(scratch + (<usize>i << 1), unchecked(SCALE_BITS[i]));
+    store<u16>(scratch + 18 + (<usize>i << 1), unchecked(ZERO_BITS[i]));
+  }
+  scalesZerosToF32(9, scratch, scratch + 64);
+  for (let i = 0; i < 9; i++) {
+    if (reinterpret<u32>(load<f32>(scratch + 64 + (<usize>i << 2))) != reinterpret<u32>(f16ToF32(unchecked(SCALE_BITS[i])))) return 32;
+    if (reinterpret<u32>(load<f32>(scratch + 100 + (<usize>i << 2))) != reinterpret<u32>(f16ToF32(unchecked(ZERO_BITS[i])))) return 32;
+  }
   // A dot product long enough to take every vector path.
   for (let i = 0; i < 37; i++) {
     store<f32>(scratch + (<usize>i << 2), <f32>(i - 18));

@@ -1,0 +1,197 @@
+// The markdown report (stdout) and the JSON results.
+
+import type { VariantName } from '../src/index';
+import type { AppendRow } from './appends';
+import { DECODE_APPENDS, PREFILL_CHUNK, PREFILL_TOKENS } from './appends';
+import type { BytesRow } from './bytes';
+import { F32_TOLERANCE, KERNEL_TOLERANCE, SANITY_BOUND } from './check';
+import type { DecodeRow, DecodeSkip } from './decode';
+import { formatDuration } from './progress';
+import { GROUP_SIZE, RESIDUAL, SHAPES, type BenchArgs } from './options';
+
+export interface BuildInfo {
+  name: VariantName;
+  loaded: boolean;
+  reason?: string;
+}
+
+export interface Meta {
+  date: string;
+  node: string;
+  platform: string;
+  arch: string;
+  execArgv: string[];
+  cpu: { model: string; count: number };
+  memoryGiB: number;
+  builds: BuildInfo[];
+  ort?: { version: string; backend: string; threads: number; simd: boolean; notes: string[] };
+  kivi: { groupSize: number; residual: number };
+  data: string;
+  options: Omit<BenchArgs, 'shapes'> & { shapes: string[] };
+  runSeconds: number;
+}
+
+export interface Results {
+  meta: Meta;
+  decode: DecodeRow[];
+  decodeSkipped: DecodeSkip[];
+  appends: AppendRow[];
+  bytes: BytesRow[];
+  failures: string[];
+}
+
+// ---------------------------------------------------------------------------------------------
+// formatting
+
+/** a message made safe for one markdown table cell */
+const cell = (text: string): string => text.replace(/\s*\n\s*/g, ' ').replace(/\|/g, '\\|');
+
+function table(header: string[], rows: string[][], align?: ('l' | 'r')[]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]) => `| ${cells.map((c, i) => (align?.[i] === 'r' ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join(' | ')} |`;
+  const rule = `|${widths.map((w, i) => (align?.[i] === 'r' ? `${'-'.repeat(w + 1)}:` : '-'.repeat(w + 2))).join('|')}|`;
+  return [line(header), rule, ...rows.map(line)].join('\n');
+}
+
+const tokens = (n: number): string => (n % 1024 === 0 ? `${n / 1024}K` : String(n));
+const err = (x: number | undefined): string => (x === undefined ? '–' : x === 0 ? '0' : x < 1e-3 ? x.toExponential(1) : x.toFixed(4));
+const sig = (x: number, digits = 3): string => (x >= 10 ** digits ? x.toFixed(0) : x.toPrecision(digits));
+const ratio = (x: number | undefined): string => (x === undefined ? '–' : `${sig(x, 2)}×`);
+
+function decodeCells(r: DecodeRow): string[] {
+  const check = r.check
+    ? `${err(r.check.vsExact)}${r.check.vsDequantized !== undefined ? ` (${err(r.check.vsDequantized)})` : ''}${r.check.ok ? '' : ' **FAIL**'}`
+    : '–';
+  const label = r.ortBest ? `${r.label} **(ort best)**` : r.label;
+  if (r.status === 'error') return [label, r.build ?? '', check, `**error**: ${cell(r.error ?? '')}`, '', '', ''];
+  if (r.status === 'check-failed' || !r.timing) return [label, r.build ?? '', check, 'not timed (check failed)', '', '', ''];
+  return [label, r.build ?? '', check, sig(r.timing.medianMs), sig(r.nsPerTokenPerKvHead!), ratio(r.ratioToF32), ratio(r.ratioToOrtBest)];
+}
+
+// ---------------------------------------------------------------------------------------------
+
+export function markdown(res: Results): string {
+  const { meta } = res;
+  const out: string[] = [];
+  const loaded = meta.builds.filter((b) => b.loaded).map((b) => b.name);
+  const notLoaded = meta.builds.filter((b) => !b.loaded);
+  const flags = meta.execArgv.filter((a) => a.startsWith('--') && !a.startsWith('--import') && a !== 'tsx');
+  out.push('# kivi-wasm benchmark', '');
+  out.push(`- date: ${meta.date}; whole run: ${formatDuration(meta.runSeconds)}`);
+  out.push(`- runtime: Node ${meta.node} (${meta.platform} ${meta.arch}), ${meta.cpu.count} × ${meta.cpu.model}, ${meta.memoryGiB.toFixed(0)} GiB RAM`);
+  const relaxedFlags = flags.includes('--experimental-wasm-relaxed-simd') && flags.includes('--no-liftoff');
+  out.push(`- node flags: ${flags.length ? flags.join(' ') : '(none)'} — ` + (relaxedFlags
+    ? '`--experimental-wasm-relaxed-simd` lets Node 20 validate the relaxed-SIMD build and `--no-liftoff` lets it pass its known-answer check ' +
+      '(Node 20\'s baseline compiler computes `i32x4.relaxed_dot_i8x16_i7x16_add_s` wrongly), so Node 20 runs all three builds; ' +
+      'onnxruntime-web\'s wasm is then compiled by the optimizing tier only, as well'
+    : 'Node 20 needs `--experimental-wasm-relaxed-simd --no-liftoff` (as `npm run bench` passes them) to run the relaxed-SIMD build'));
+  out.push(`- wasm builds measured: ${loaded.join(', ') || 'none'}${notLoaded.length ? `; **not run**: ${notLoaded.map((b) => `${b.name} (${b.reason})`).join('; ')}` : ''}`);
+  const scalarAt = meta.options.contexts.filter((n) => meta.options.scalarContexts === 'all' || meta.options.scalarContexts.includes(n));
+  if (loaded.includes('scalar') && meta.options.parts.includes('decode') && scalarAt.length < meta.options.contexts.length) {
+    out.push(`- scalar build: decode step measured ${scalarAt.length ? `at N = ${scalarAt.map(tokens).join(', ')} only` : 'at no N'} (\`--scalar-contexts\`: it is an order of magnitude slower)`);
+  }
+  if (meta.ort) out.push(`- onnxruntime-web ${meta.ort.version}: ${meta.ort.backend}, ${meta.ort.threads} thread(s), SIMD ${meta.ort.simd ? 'on' : 'off'}`);
+  out.push(`- KIVI: groupSize ${meta.kivi.groupSize}, residual ${meta.kivi.residual}; keys per channel, values per token, half scales and zeros`);
+  out.push(`- data: ${meta.data}`);
+  out.push(`- timing: benchmark.js, maxTime ${meta.options.maxTime} s, minSamples ${meta.options.minSamples} per implementation; command line: \`${meta.options.argv.join(' ') || '(defaults)'}\``);
+  out.push('');
+
+  // (1) decode
+  if (res.decode.length > 0) {
+    out.push('## Decode step: attention of one query token over N cached tokens (one layer, every head)', '');
+    out.push(`Each cache is prefilled with N − 1 tokens (appends of ${PREFILL_CHUNK}) and then the newest token alone, so it is in decode state ` +
+      `(1..${RESIDUAL} keys and ${RESIDUAL + 1} values in f32, the rest quantized); the timed call is \`cache.attend(0, query, out)\`. ` +
+      'Peers get the same N f32 tokens. ms/step = median of the benchmark.js samples; ns/token/kv head = ms/step ÷ (N × kv heads). ' +
+      'Ratios are times (below 1× = faster): ÷ f32 kernel = ÷ our `bits: 32` kernel in the same build (peers: the first build listed); ' +
+      '÷ ort best = ÷ the fastest onnxruntime-web graph at that shape and N. onnxruntime-web\'s run() copies the whole f32 cache into its ' +
+      'heap on every call (as transformers.js does on the wasm EP), and that copy is part of its time.');
+    out.push('');
+    out.push(`Check (before timing): relative L2 against float64 attention over the exact f32 keys and values — f32 implementations < ${F32_TOLERANCE}, ` +
+      `quantized < ${SANITY_BOUND[2]} (2-bit), ${SANITY_BOUND[4]} (4-bit), ${SANITY_BOUND[8]} (8-bit): the cost of quantization. In parentheses, at ` +
+      `${meta.options.exactContexts === 'all' ? 'every N' : meta.options.exactContexts.map(tokens).join(', ')}: against float64 attention over the cache's own dequantized keys and values ` +
+      `(read back with \`inspect()\`), < ${KERNEL_TOLERANCE}. An implementation that fails is not timed.`);
+    out.push('');
+    for (const shape of SHAPES) {
+      const rows = res.decode.filter((r) => r.shape === shape.name);
+      if (rows.length === 0) continue;
+      out.push(`### ${shape.model} layer (${shape.queryHeads} query heads, ${shape.kvHeads} kv heads, head dim ${shape.headDim})`, '');
+      const contexts = [...new Set(rows.map((r) => r.context))];
+      const body: string[][] = [];
+      for (const n of contexts) for (const r of rows.filter((x) => x.context === n)) body.push([tokens(n), ...decodeCells(r)]);
+      out.push(table(['N', 'implementation', 'build', 'check: rel. L2 (dequant.)', 'ms/step', 'ns/token/kv head', '÷ f32 kernel', '÷ ort best'], body, ['r', 'l', 'l', 'l', 'r', 'r', 'r', 'r']));
+      const skipped = res.decodeSkipped.filter((s) => s.shape === shape.name);
+      if (skipped.length) {
+        const byBuild = new Map<string, number[]>();
+        for (const s of skipped) byBuild.set(s.build, [...(byBuild.get(s.build) ?? []), s.context]);
+        out.push('', [...byBuild].map(([b, ns]) => `Not measured: ${b} build at N = ${ns.map(tokens).join(', ')} (--scalar-contexts).`).join(' '));
+      }
+      out.push('');
+    }
+    out.push(summary(res));
+  }
+
+  // (2) appends
+  if (res.appends.length > 0) {
+    out.push('## Appends: quantize throughput', '');
+    out.push(`GB/s of f32 input: bytes of the keys and values appended (tokens × kv heads × head dim × 4 B × 2) ÷ time (1 GB = 10⁹ B). ` +
+      `Prefill: into an empty cache, ${PREFILL_TOKENS / PREFILL_CHUNK} appends of ${PREFILL_CHUNK} tokens and one of 1 token (${PREFILL_TOKENS + 1} tokens; ` +
+      `each append first quantizes what the previous ones left beyond the window, the last one flushes the last chunk), median of 5 runs on new caches. ` +
+      `Decode: after an untimed ${PREFILL_TOKENS}-token prefill, ${DECODE_APPENDS} appends of 1 token (each quantizes one value token; every ` +
+      `${RESIDUAL}th also ${RESIDUAL} keys per channel), median of 3 runs. bits 32 only copies (the baseline).`);
+    out.push('');
+    const body = res.appends.map((a) => {
+      const shape = SHAPES.find((s) => s.name === a.shape)!;
+      if (a.error) return [shape.model, a.build, String(a.bits), `**error**: ${cell(a.error)}`, '', '', ''];
+      return [shape.model, a.build, String(a.bits), sig(a.prefill!.medianMs), sig(a.prefill!.gbPerS), sig(a.decode!.usPerToken), sig(a.decode!.gbPerS)];
+    });
+    out.push(table(['shape', 'build', 'bits', `prefill ${PREFILL_TOKENS + 1} tok: ms`, 'prefill GB/s', `decode: µs/token`, 'decode GB/s'], body, ['l', 'l', 'r', 'r', 'r', 'r', 'r']));
+    out.push('');
+  }
+
+  // (3) bytes
+  if (res.bytes.length > 0) {
+    const N = res.bytes[0]!.tokens;
+    out.push(`## Bytes held per token at ${tokens(N)} tokens (one layer)`, '');
+    out.push(`Cache created with maxTokens = ${N}, prefilled with ${N - 1} tokens in appends of 512 then 1 token (decode state), build ${res.bytes[0]!.build} ` +
+      '(the layout is the same in every build). stats().bytes = what the stored tokens occupy (codes, halves, f32 residual); byteLength = what the ' +
+      'cache holds in wasm memory (capacity included). Formula: (b + 32/G)/8 bytes per quantized number (keys per G tokens of a channel, values per ' +
+      `min(G, D) channels of a token) × kv heads × head dim, for N − R keys and N − R − 1 values, plus R = ${RESIDUAL} keys and R + 1 values in f32; ` +
+      'bits 32: 4 B per number. bits/number = stats().bytes × 8 per cached key and value number.');
+    out.push('');
+    const body = res.bytes.map((b) => {
+      const shape = SHAPES.find((s) => s.name === b.shape)!;
+      if (b.error) return [shape.model, String(b.bits), `**error**: ${cell(b.error)}`, '', '', '', '', '', ''];
+      return [shape.model, String(b.bits), sig(b.statsBytesPerToken!, 4), sig(b.byteLengthPerToken!, 4), sig(b.formulaPerToken, 4), b.statsOverFormula!.toFixed(3),
+        b.byteLengthOverFormula!.toFixed(3), b.bitsPerElement!.toFixed(2), `${b.residualKeys} / ${b.residualValues}`];
+    });
+    out.push(table(['shape', 'bits', 'stats().bytes/token', 'byteLength/token', 'formula/token', 'stats ÷ formula', 'byteLength ÷ formula', 'bits/number', 'f32 keys / values'], body,
+      ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r']));
+    out.push('');
+  }
+
+  if (meta.ort?.notes.length) {
+    out.push('onnxruntime-web notes:', ...meta.ort.notes.map((n) => `- ${n}`), '');
+  }
+  if (res.failures.length) out.push(`**${res.failures.length} failure(s):**`, ...res.failures.map((f) => `- ${f}`), '');
+  out.push(`Whole run: ${formatDuration(meta.runSeconds)}.`);
+  return out.join('\n');
+}
+
+/** ms/step side by side: the first build's kernels, plain JS and ort best, per shape and N. */
+function summary(res: Results): string {
+  const build = res.meta.builds.find((b) => b.loaded)?.name;
+  const impls = ['kivi-2', 'kivi-4', 'kivi-8', 'kivi-f32', 'plain-js'] as const;
+  const labels = ['KIVI-2', 'KIVI-4', 'KIVI-8', 'f32 kernel', 'plain JS'];
+  const body: string[][] = [];
+  for (const shape of SHAPES) {
+    for (const n of [...new Set(res.decode.filter((r) => r.shape === shape.name).map((r) => r.context))]) {
+      const at = res.decode.filter((r) => r.shape === shape.name && r.context === n);
+      const ms = (r: DecodeRow | undefined) => (r?.status === 'ok' && r.timing ? sig(r.timing.medianMs) : '–');
+      const best = at.find((r) => r.ortBest);
+      body.push([shape.model, tokens(n), ...impls.map((i) => ms(at.find((r) => r.impl === i && (r.build === undefined || r.build === build)))),
+        best ? `${ms(best)} (${best.label.replace('ort ', '')})` : '–']);
+    }
+  }
+  return [`### Summary: ms per decode step (${build ?? 'no'} build)`, '',
+    table(['shape', 'N', ...labels, 'ort best'], body, ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r']), ''].join('\n');
+}

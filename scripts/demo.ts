@@ -12,8 +12,8 @@
 //                                [--data demo|independent|reference] [--help]
 
 import os from 'node:os';
-import { Kivi, VARIANTS, type KiviCache, type GroupListing } from '../src/index';
-import { Rng, attentionF64, f16BitsToF32, relativeL2, syntheticKv } from '../src/reference';
+import { Kivi, VARIANTS, type KiviCache } from '../src/index';
+import { Rng, attentionF64, dequantizeListing, relativeL2, syntheticKv } from '../src/reference';
 
 // ---------------------------------------------------------------------------------------------
 // Settings
@@ -314,32 +314,6 @@ function progress(message: string): void {
   process.stderr.write(`${message}\n`);
 }
 
-/** Token-major [tokens][kvHeads][D] copy of `exact` with the quantized tokens replaced by code·s+z. */
-function dequantize(listing: GroupListing, exact: Float32Array, tokens: number, kvHeads: number, D: number, into: Float32Array): Float32Array {
-  into.set(exact.subarray(0, tokens * kvHeads * D));
-  const n = listing.groupLength;
-  const groups = listing.scales.length;
-  for (let g = 0; g < groups; g++) {
-    const s = f16BitsToF32(listing.scales[g]!);
-    const z = f16BitsToF32(listing.zeros[g]!);
-    if (listing.grouping === 'channel') {
-      // chunk of n tokens → kv head → channel: n codes in token order
-      const channel = g % D;
-      const head = Math.floor(g / D) % kvHeads;
-      const chunk = Math.floor(g / (D * kvHeads));
-      for (let t = 0; t < n; t++) into[((chunk * n + t) * kvHeads + head) * D + channel] = listing.codes[g * n + t]! * s + z;
-    } else {
-      // token → kv head → group of n channels: n codes in channel order
-      const perHead = D / n;
-      const group = g % perHead;
-      const head = Math.floor(g / perHead) % kvHeads;
-      const token = Math.floor(g / (perHead * kvHeads));
-      const base = (token * kvHeads + head) * D + group * n;
-      for (let c = 0; c < n; c++) into[base + c] = listing.codes[g * n + c]! * s + z;
-    }
-  }
-  return into;
-}
 
 /** Std of the logits over tokens and effective tokens 1/Σp² of the softmax, median over query heads. */
 function softmaxShape(query: Float32Array, keys: Float32Array, tokens: number, shape: (typeof SHAPES)[ShapeName]): { logitStd: number; effectiveTokens: number } {
@@ -385,8 +359,6 @@ function runContext(kivi: Kivi, data: Data, context: number, steps: number): Con
   const exact = attentionF64(lastQuery, data.keys, data.values, total, 1, queryHeads, kvHeads, D);
   const { logitStd, effectiveTokens } = softmaxShape(lastQuery, data.keys, total, shape);
   const caches: CacheResult[] = [];
-  let dequantKeys: Float32Array | undefined;
-  let dequantValues: Float32Array | undefined;
 
   for (const config of CONFIGS) {
     const cache: KiviCache = kivi.createCache({
@@ -418,11 +390,9 @@ function runContext(kivi: Kivi, data: Data, context: number, steps: number): Con
       };
       if (config.bits !== 32) {
         const listing = cache.inspect(0);
-        dequantKeys ??= new Float32Array(total * kvHeads * D);
-        dequantValues ??= new Float32Array(total * kvHeads * D);
-        const dk = dequantize(listing.keys!, data.keys, total, kvHeads, D, dequantKeys);
-        const dv = dequantize(listing.values!, data.values, total, kvHeads, D, dequantValues);
-        const attend = (k: Float32Array, v: Float32Array) => attentionF64(lastQuery, k, v, total, 1, queryHeads, kvHeads, D);
+        const dk = dequantizeListing(listing.keys!, data.keys, total, kvHeads, D);
+        const dv = dequantizeListing(listing.values!, data.values, total, kvHeads, D);
+        const attend = (k: Float32Array | Float64Array, v: Float32Array | Float64Array) => attentionF64(lastQuery, k, v, total, 1, queryHeads, kvHeads, D);
         result.kernelError = relativeL2(out, attend(dk, dv));
         result.keysOnlyError = relativeL2(attend(dk, data.values), exact);
         result.valuesOnlyError = relativeL2(attend(data.keys, dv), exact);

@@ -403,6 +403,35 @@ export class ReferenceCache {
 // ---------------------------------------------------------------------------------------------
 // Attention and error metric
 
+/** The cache as attention sees it, from a canonical group listing (the facade's `inspect()`, or the
+ *  reference's keyGroups/valueGroups): a copy of `exact` [tokens][kvHeads][D] (the f32 input) with
+ *  every quantized number replaced by code·s + z. The listing's groups cover the oldest tokens after
+ *  the sinks (`first` tokens in). */
+export function dequantizeListing(listing: GroupListing, exact: ArrayLike<number>, tokens: number, kvHeads: number, D: number, first = 0): Float64Array {
+  const into = Float64Array.from({ length: tokens * kvHeads * D }, (_, i) => exact[i]!);
+  const n = listing.groupLength;
+  for (let g = 0; g < listing.scales.length; g++) {
+    const s = f16BitsToF32(listing.scales[g]!);
+    const z = f16BitsToF32(listing.zeros[g]!);
+    if (listing.grouping === 'channel') {
+      // chunk of n tokens → kv head → channel: n codes in token order
+      const channel = g % D;
+      const head = Math.floor(g / D) % kvHeads;
+      const chunk = Math.floor(g / (D * kvHeads));
+      for (let t = 0; t < n; t++) into[((first + chunk * n + t) * kvHeads + head) * D + channel] = listing.codes[g * n + t]! * s + z;
+    } else {
+      // token → kv head → group of n channels: n codes in channel order
+      const perHead = D / n;
+      const group = g % perHead;
+      const head = Math.floor(g / perHead) % kvHeads;
+      const token = Math.floor(g / (perHead * kvHeads));
+      const base = ((first + token) * kvHeads + head) * D + group * n;
+      for (let c = 0; c < n; c++) into[base + c] = listing.codes[g * n + c]! * s + z;
+    }
+  }
+  return into;
+}
+
 /** float64 attention per SPEC over given dequantized keys/values [N][kvHeads][D]: used by tests and the demo */
 export function attentionF64(
   queries: Float32Array | Float64Array,

@@ -1,0 +1,32 @@
+// kivi-wasm/llama2c: run llama2.c checkpoints (karpathy/llama2.c) with attention through a KiviCache,
+// and measure what a quantized cache costs in perplexity.
+export {
+  CHECKPOINT_MAGIC,
+  HEADER_BYTES,
+  LEGACY_HEADER_BYTES,
+  parseCheckpoint,
+  validateConfig,
+  type CheckpointFormat,
+  type LlamaConfig,
+  type LlamaLayerWeights,
+  type LlamaModel,
+  type ParseOptions,
+} from './checkpoint';
+export { dequantize, matrixBytes, matrixRow, matVec, type F32Matrix, type Matrix, type Q8Matrix } from './matrix';
+export { BOS, BYTE_FALLBACK_OFFSET, EOS, Tokenizer, UNK, type EncodeOptions } from './tokenizer';
+export { defaultCacheOptions, LlamaRunner, RMS_EPS, ROPE_THETA, rmsNorm } from './model';
+export {
+  evaluate,
+  logSoftmaxAt,
+  protocolSequences,
+  scoreSequence,
+  splitParagraphs,
+  windowsOf,
+  type EvaluateOptions,
+  type EvaluationResult,
+  type Protocol,
+  type ProtocolOptions,
+  type ProtocolSequence,
+  type SequenceScore,
+} from './evaluate';
+export { generate, sample, XorShiftStar, type GenerateOptions, type GenerateResult } from './generate';

@@ -1,0 +1,81 @@
+// The command line as a user runs it: the built dist/cli.js in a fresh Node process (npm test
+// builds first), on the real models read from ../shared/models.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { runMatrix } from '../src/cli/matrix';
+import { MODELS, REFERENCE } from './llama2c-helpers';
+
+const root = join(__dirname, '..');
+const cli = join(root, 'dist', 'cli.js');
+const model = join(MODELS, 'stories260K.bin');
+const tokenizer = join(MODELS, 'tok512.bin');
+const text = join(MODELS, 'tinystories_val.txt');
+
+function run(args: string[]) {
+  const result = spawnSync(process.execPath, [cli, ...args], { cwd: root, encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '' } });
+  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+describe('npx kivi-wasm', () => {
+  it('eval --json reproduces the reference NLL with an f32 cache, one token at a time', () => {
+    const { code, stdout, stderr } = run(['eval', '--model', model, '--tokenizer', tokenizer, '--text', text, '--protocol', 'A', '--bits', '32', '--json']);
+    expect(code, stderr).toBe(0);
+    const report = JSON.parse(stdout);
+    expect(report.tokens).toBe(REFERENCE.stories260K.A.tokens);
+    expect(Math.abs(report.meanNll - REFERENCE.stories260K.A.meanNll)).toBeLessThan(1e-3);
+    expect(report.perplexity).toBeCloseTo(Math.exp(report.meanNll), 10);
+    expect(stderr).toMatch(/6271\/6271 tokens/); // progress on stderr, not in the JSON
+  });
+
+  it('eval with a KIVI-2 cache (default options) prints tokens, mean NLL and perplexity', () => {
+    const { code, stdout } = run(['eval', '--model', model, '--tokenizer', tokenizer, '--text', text, '--protocol', 'B']);
+    expect(code).toBe(0);
+    expect(stdout).toMatch(/protocol B, KIVI-2 \(G=32, R=128\)/);
+    const nll = Number(/mean NLL ([\d.]+)/.exec(stdout)![1]);
+    expect(nll).toBeGreaterThan(REFERENCE.stories260K.B.meanNll);
+    expect(nll).toBeLessThan(REFERENCE.stories260K.B.meanNll + 0.5);
+    expect(stdout).toMatch(/tokens 3676/);
+  });
+
+  it('generate streams the greedy story and reports speed and bytes against f32', () => {
+    const { code, stdout, stderr } = run(['generate', '--model', model, '--tokenizer', tokenizer, '--tokens', '200', '--residual', '32']);
+    expect(code, stderr).toBe(0);
+    expect(stdout.startsWith('Once upon a time, there was a little girl named Lily.')).toBe(true);
+    expect(stderr).toMatch(/tokens\/s \(wasm build (simd|relaxed-simd|scalar)\)/);
+    const smaller = Number(/f32: ([\d.]+)× smaller/.exec(stderr)![1]);
+    expect(smaller).toBeGreaterThan(1);
+  });
+
+  it('refuses bad command lines with exit code 2 and says what was expected', () => {
+    expect(run([]).code).toBe(2);
+    const unknown = run(['frobnicate']);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toMatch(/unknown command "frobnicate"; expected generate or eval/);
+    const protocol = run(['eval', '--model', model, '--tokenizer', tokenizer, '--text', text, '--protocol', 'C']);
+    expect(protocol.code).toBe(2);
+    expect(protocol.stderr).toMatch(/--protocol expects one of A, B, got "C"/);
+    const bits = run(['eval', '--model', model, '--tokenizer', tokenizer, '--text', text, '--protocol', 'A', '--bits', '3']);
+    expect(bits.stderr).toMatch(/--bits expects 2, 4, 8 or 32, got 3/);
+    const flag = run(['generate', '--modle', model]);
+    expect(flag.code).toBe(2);
+    expect(flag.stderr).toMatch(/--modle/);
+    const missing = run(['generate', '--model', join(MODELS, 'nope.bin'), '--tokenizer', tokenizer]);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(/cannot read the model/);
+  });
+
+  it('eval --matrix writes the report tables (one model, the paper configurations)', async () => {
+    const out = join(mkdtempSync(join(tmpdir(), 'kivi-matrix-')), 'EVAL.md');
+    await runMatrix({ modelsDir: MODELS, out, variant: 'auto', models: ['stories260K'], configs: 'paper' });
+    const report = readFileSync(out, 'utf8');
+    expect(report).toMatch(/### stories260K/);
+    expect(report).toMatch(/\| f32 \| 32 \| 1\.2571\d \|/);
+    for (const label of ['KIVI-2 (G=32, R=128)', 'KIVI-2 (R=0)', 'KIVI-4', 'KIVI-8', '2-bit, R=0, keys per token', '2-bit, R=0, values per channel']) {
+      expect(report).toContain(`| ${label} |`);
+    }
+    expect(report).toMatch(/\| key cache \| [\d.]+ \| [\d.]+ \|/);
+  }, 120_000);
+});

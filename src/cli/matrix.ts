@@ -211,6 +211,20 @@ function weighted(p: Float64Array, values: Float64Array, D: number): Float64Arra
   return out;
 }
 
+/** The generated tables go between these markers; text around them (the discussion) is kept when
+ *  the matrix is run again. */
+const BEGIN = '<!-- eval --matrix: begin -->';
+const END = '<!-- eval --matrix: end -->';
+
+function mergeReport(path: string, tables: string): string {
+  const region = `${BEGIN}\n${tables}\n${END}`;
+  const existing = existsSync(path) ? readFileSync(path, 'utf8') : '';
+  const from = existing.indexOf(BEGIN);
+  const to = existing.indexOf(END);
+  if (from >= 0 && to > from) return existing.slice(0, from) + region + existing.slice(to + END.length);
+  return `# Evaluation on real models\n\n${region}\n`;
+}
+
 // ── the run ────────────────────────────────────────────────────────────────────────────────────
 
 export interface MatrixOptions {
@@ -305,7 +319,7 @@ export async function runMatrix(options: MatrixOptions): Promise<string> {
     '',
   ].join('\n');
   mkdirSync(dirname(options.out), { recursive: true });
-  writeFileSync(options.out, report);
+  writeFileSync(options.out, mergeReport(options.out, report));
   process.stderr.write(`eval --matrix: wrote ${options.out} (${minutes.toFixed(1)} min)\n`);
   return report;
 }

@@ -4,8 +4,9 @@
 import { KiviCache } from './cache';
 import { describe } from './options';
 import type { CacheOptions } from './options';
+import { builtinBuild } from './builtin';
 import { VARIANTS, type VariantName } from './variants';
-import { instantiateChecked, variantBytes, WasmRuntime } from './wasm';
+import { instantiateChecked, WasmRuntime } from './wasm';
 
 export interface LoadOptions {
   /** Which build to run: 'auto' (default) picks the first of relaxed-simd, simd, scalar that the
@@ -14,7 +15,13 @@ export interface LoadOptions {
   /** A precompiled module or the bytes of a build (for runtimes that refuse to compile embedded
    *  bytes, such as Cloudflare Workers). Its build is read from the module itself. */
   module?: WebAssembly.Module | BufferSource;
+  /** Precompiled modules or bytes of several builds, keyed by build name (for example `.wasm`
+   *  files imported as modules): they are tried best first, or only the one `variant` names, through
+   *  the same validation and known-answer check as the embedded builds. Not with `module`. */
+  modules?: Partial<Record<VariantName, WebAssembly.Module | BufferSource>>;
 }
+
+type Build = WebAssembly.Module | BufferSource;
 
 const VARIANT_CHOICES = ['auto', ...VARIANTS.map((v) => v.name)] as const;
 
@@ -32,20 +39,41 @@ export class Kivi {
     if (!VARIANT_CHOICES.includes(requested)) {
       throw new RangeError(`Kivi.load: variant must be one of ${VARIANT_CHOICES.map((v) => JSON.stringify(v)).join(', ')}, got ${describe(requested)}`);
     }
+    if (options.module !== undefined && options.modules !== undefined) throw new TypeError('Kivi.load: give either module or modules, not both');
     if (options.module !== undefined) return new Kivi(await loadGiven(options.module, requested));
+    const source = options.modules === undefined ? builtinBuild : givenBuilds(options.modules);
     const candidates = requested === 'auto' ? VARIANTS : VARIANTS.filter((v) => v.name === requested);
     const reasons: string[] = [];
     for (const variant of candidates) {
-      const bytes = variantBytes(variant.name);
-      if (!WebAssembly.validate(bytes)) {
+      const build = source(variant.name);
+      if (build === undefined) {
+        reasons.push(`${variant.name}: not given`);
+        continue;
+      }
+      if (!(build instanceof WebAssembly.Module) && !WebAssembly.validate(build)) {
         reasons.push(`${variant.name}: this runtime does not validate it`);
         continue;
       }
-      const runtime = await instantiateChecked(await WebAssembly.compile(bytes));
-      if (runtime instanceof WasmRuntime) return new Kivi(runtime);
-      reasons.push(`${variant.name}: ${runtime.failed}`);
+      let module: WebAssembly.Module;
+      try {
+        module = build instanceof WebAssembly.Module ? build : await WebAssembly.compile(build);
+      } catch (error) {
+        reasons.push(`${variant.name}: ${String(error)}`);
+        continue;
+      }
+      const runtime = await instantiateChecked(module);
+      if (!(runtime instanceof WasmRuntime)) {
+        reasons.push(`${variant.name}: ${runtime.failed}`);
+      } else if (runtime.variant.name !== variant.name) {
+        reasons.push(`${variant.name}: the module given for it is the ${JSON.stringify(runtime.variant.name)} build`);
+      } else {
+        return new Kivi(runtime);
+      }
     }
-    throw new Error(`Kivi.load: no build of the kernels runs correctly here (${reasons.join('; ')})`);
+    const hint = reasons.some((r) => /disallowed|code generation/i.test(r))
+      ? '. This runtime does not compile WebAssembly from bytes (Cloudflare Workers do not): import kivi-wasm through its "workerd" export condition (wrangler does), or pass precompiled modules with Kivi.load({ modules })'
+      : '';
+    throw new Error(`Kivi.load: no build of the kernels runs correctly here (${reasons.join('; ')})${hint}`);
   }
 
   /** The build that runs: 'relaxed-simd', 'simd' or 'scalar'. */
@@ -62,6 +90,24 @@ export class Kivi {
   createCache(options: CacheOptions): KiviCache {
     return new KiviCache(this.runtime, options);
   }
+}
+
+/** Checks the `modules` option and returns its lookup. */
+function givenBuilds(modules: unknown): (name: VariantName) => Build | undefined {
+  if (typeof modules !== 'object' || modules === null || Array.isArray(modules) || ArrayBuffer.isView(modules) || modules instanceof ArrayBuffer || modules instanceof WebAssembly.Module) {
+    throw new TypeError(`Kivi.load: modules must be an object keyed by build (${VARIANTS.map((v) => JSON.stringify(v.name)).join(', ')}), got ${describe(modules)}`);
+  }
+  const given = modules as Record<string, unknown>;
+  for (const key of Object.keys(given)) {
+    if (!VARIANTS.some((v) => v.name === key)) {
+      throw new RangeError(`Kivi.load: modules has an unknown build ${JSON.stringify(key)}; the builds are ${VARIANTS.map((v) => JSON.stringify(v.name)).join(', ')}`);
+    }
+    const build = given[key];
+    if (build !== undefined && !(build instanceof WebAssembly.Module || build instanceof ArrayBuffer || ArrayBuffer.isView(build))) {
+      throw new TypeError(`Kivi.load: modules[${JSON.stringify(key)}] must be a WebAssembly.Module or the bytes of one, got ${describe(build)}`);
+    }
+  }
+  return (name) => given[name] as Build | undefined;
 }
 
 async function loadGiven(given: WebAssembly.Module | BufferSource, requested: 'auto' | VariantName): Promise<WasmRuntime> {

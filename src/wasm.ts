@@ -1,8 +1,7 @@
 // The wasm side of the facade: the kernels' signatures, instantiation, views on linear memory that
 // are re-derived after it grows, allocation with clear out-of-memory errors, and a shared workspace.
 
-import { WASM_BASE64 } from './generated/wasm';
-import { variantByFeatures, type Variant, type VariantName } from './variants';
+import { variantByFeatures, type Variant } from './variants';
 
 /** The exports of every build (assembly/index.ts). Pointers are byte offsets into `memory`. */
 export interface KernelExports {
@@ -114,18 +113,6 @@ export class WasmRuntime {
     (error as { cause?: unknown }).cause = cause;
     return error;
   }
-}
-
-function decodeBase64(text: string): Uint8Array<ArrayBuffer> {
-  const binary = atob(text);
-  const bytes = new Uint8Array(binary.length);
-  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
-  return bytes;
-}
-
-/** The embedded bytes of one build. */
-export function variantBytes(name: VariantName): Uint8Array<ArrayBuffer> {
-  return decodeBase64(WASM_BASE64[name]);
 }
 
 function readAbortMessage(memory: WebAssembly.Memory, ptr: number): string {

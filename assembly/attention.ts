@@ -188,6 +188,13 @@ export function f32_f32_scores(
   return f32x4.extract_lane(f32x4.pmax(v2, i32x4.shuffle(v2, v2, 1, 0, 3, 2)), 0);
 }
 
+/** i32 sums of the RELAXED accumulators: the i16 sums of the high and low signed bytes of each
+ *  operand, widened pairwise, recombined as 256·high + low. */
+// @ts-ignore: decorator
+@inline function highLowSums(vhigh: v128, vlow: v128): v128 {
+  return i32x4.add(i32x4.shl(i32x4.extadd_pairwise_i16x8_s(vhigh), 8), i32x4.extadd_pairwise_i16x8_s(vlow));
+}
+
 /** i16x8.relaxed_dot_i8x16_i7x16_s (pairs of i8·i7 products summed into i16 lanes) in the relaxed build. */
 // @ts-ignore: decorator
 @inline function dotI8I7(a: v128, b: v128): v128 {
@@ -323,10 +330,10 @@ function prepareKeyQueries(
   }
   if (mode == RELAXED) {
     // i16 sums of the high and low bytes to i32: q̂ = 256·high + low.
-    vacc0 = i32x4.add(i32x4.shl(i32x4.extadd_pairwise_i16x8_s(vacc0), 8), i32x4.extadd_pairwise_i16x8_s(vlow0));
-    vacc1 = i32x4.add(i32x4.shl(i32x4.extadd_pairwise_i16x8_s(vacc1), 8), i32x4.extadd_pairwise_i16x8_s(vlow1));
-    vacc2 = i32x4.add(i32x4.shl(i32x4.extadd_pairwise_i16x8_s(vacc2), 8), i32x4.extadd_pairwise_i16x8_s(vlow2));
-    vacc3 = i32x4.add(i32x4.shl(i32x4.extadd_pairwise_i16x8_s(vacc3), 8), i32x4.extadd_pairwise_i16x8_s(vlow3));
+    vacc0 = highLowSums(vacc0, vlow0);
+    vacc1 = highLowSums(vacc1, vlow1);
+    vacc2 = highLowSums(vacc2, vlow2);
+    vacc3 = highLowSums(vacc3, vlow3);
   }
   return transposeSum(vacc0, vacc1, vacc2, vacc3, false);
 }
@@ -367,10 +374,10 @@ function prepareKeyQueries(
     }
   }
   if (mode == RELAXED) {
-    vacc0 = i32x4.add(i32x4.shl(i32x4.extadd_pairwise_i16x8_s(vacc0), 8), i32x4.extadd_pairwise_i16x8_s(vlow0));
-    vacc1 = i32x4.add(i32x4.shl(i32x4.extadd_pairwise_i16x8_s(vacc1), 8), i32x4.extadd_pairwise_i16x8_s(vlow1));
-    vacc2 = i32x4.add(i32x4.shl(i32x4.extadd_pairwise_i16x8_s(vacc2), 8), i32x4.extadd_pairwise_i16x8_s(vlow2));
-    vacc3 = i32x4.add(i32x4.shl(i32x4.extadd_pairwise_i16x8_s(vacc3), 8), i32x4.extadd_pairwise_i16x8_s(vlow3));
+    vacc0 = highLowSums(vacc0, vlow0);
+    vacc1 = highLowSums(vacc1, vlow1);
+    vacc2 = highLowSums(vacc2, vlow2);
+    vacc3 = highLowSums(vacc3, vlow3);
   }
   return transposeSum(vacc0, vacc1, vacc2, vacc3, false);
 }
@@ -757,10 +764,10 @@ function prepareValueWeights(
     }
   }
   if (mode == RELAXED) {
-    vacc0 = i32x4.add(i32x4.shl(i32x4.extadd_pairwise_i16x8_s(vacc0), 8), i32x4.extadd_pairwise_i16x8_s(vlow0));
-    vacc1 = i32x4.add(i32x4.shl(i32x4.extadd_pairwise_i16x8_s(vacc1), 8), i32x4.extadd_pairwise_i16x8_s(vlow1));
-    vacc2 = i32x4.add(i32x4.shl(i32x4.extadd_pairwise_i16x8_s(vacc2), 8), i32x4.extadd_pairwise_i16x8_s(vlow2));
-    vacc3 = i32x4.add(i32x4.shl(i32x4.extadd_pairwise_i16x8_s(vacc3), 8), i32x4.extadd_pairwise_i16x8_s(vlow3));
+    vacc0 = highLowSums(vacc0, vlow0);
+    vacc1 = highLowSums(vacc1, vlow1);
+    vacc2 = highLowSums(vacc2, vlow2);
+    vacc3 = highLowSums(vacc3, vlow3);
   }
   v128.store(out, madd(f32x4.splat(load<f32>(gammas)), f32x4.convert_i32x4_s(vacc0), v128.load(out)));
   v128.store(out + outRowBytes, madd(f32x4.splat(load<f32>(gammas + gammaStride)), f32x4.convert_i32x4_s(vacc1), v128.load(out + outRowBytes)));
@@ -791,7 +798,7 @@ function prepareValueWeights(
       }
     }
   }
-  if (mode == RELAXED) vacc = i32x4.add(i32x4.shl(i32x4.extadd_pairwise_i16x8_s(vacc), 8), i32x4.extadd_pairwise_i16x8_s(vlow));
+  if (mode == RELAXED) vacc = highLowSums(vacc, vlow);
   v128.store(out, madd(f32x4.splat(gamma), f32x4.convert_i32x4_s(vacc), v128.load(out)));
 }
 

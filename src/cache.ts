@@ -15,6 +15,7 @@
 import type { WasmRuntime } from './wasm';
 import { describe, resolveOptions, type ResolvedOptions } from './options';
 import { bytesPerToken, decodeGroups, streamLayout, VALUE_BLOCK, type GroupListing, type StreamLayout } from './layout';
+import { parseCache, serializeCache, type ParsedStream } from './serialize';
 
 /** Largest magnitude a key or value may have: the stored halves must hold a group's min and scale. */
 export const MAX_ABS_INPUT = 65504;
@@ -554,6 +555,59 @@ export class KiviCache {
     const listing = (s: Stream) => s.layout.kind === 'f32' ? null
       : decodeGroups(s.layout, this.options, u8, s.quantizedPtr, s.quantizedCapacity * s.layout.headUnitBytes, s.quantizedTokens);
     return { keys: listing(state.keys), values: listing(state.values) };
+  }
+
+  /** The cache in the persistent format of docs/FORMAT.md (only the used bytes, with a CRC-32). */
+  serialize(): Uint8Array {
+    this.checkUsable('KiviCache.serialize');
+    return serializeCache(this.options, this.layerStates, () => this.runtime.u8);
+  }
+
+  /** @internal Use `kivi.restoreCache(bytes)`. Everything is checked (src/serialize.ts) before wasm memory is touched. */
+  static restore(runtime: WasmRuntime, bytes: unknown): KiviCache {
+    const parsed = parseCache(bytes);
+    // Reserve only what the stored tokens need (appends grow the regions); keep the stored options.
+    const cache = new KiviCache(runtime, { ...parsed.options, maxTokens: undefined });
+    (cache as unknown as { options: ResolvedOptions }).options = parsed.options;
+    try {
+      parsed.layers.forEach((p, l) => {
+        const state = cache.layerStates[l]!;
+        state.tokens = p.tokens;
+        state.sinkCount = p.sinkCount;
+        cache.restoreStream(state.keys, p.streams[0], parsed.bytes, p.sinkCount);
+        cache.restoreStream(state.values, p.streams[1], parsed.bytes, p.sinkCount);
+      });
+    } catch (error) {
+      cache.dispose();
+      throw error;
+    }
+    return cache;
+  }
+
+  private restoreStream(s: Stream, p: ParsedStream, bytes: Uint8Array, sinkCount: number): void {
+    const rt = this.runtime;
+    const { kvHeads: H, sinkTokens: S } = this.options;
+    const row = this.rowBytes;
+    const unitBytes = s.layout.headUnitBytes;
+    if (p.units > 0) {
+      s.quantizedPtr = rt.alloc(H * p.units * unitBytes, 'quantized tokens');
+      s.quantizedCapacity = p.units;
+    }
+    if (p.residualCount > s.residualCapacity) {
+      const ptr = rt.alloc(H * p.residualCount * row, 'residual tokens');
+      rt.free(s.residualPtr);
+      s.residualPtr = ptr;
+      s.residualCapacity = p.residualCount;
+    }
+    const u8 = rt.u8;
+    for (let h = 0; h < H; h++) {
+      u8.set(bytes.subarray(p.sinks + h * sinkCount * row, p.sinks + (h + 1) * sinkCount * row), s.sinkPtr + h * S * row);
+      u8.set(bytes.subarray(p.quantized + h * p.units * unitBytes, p.quantized + (h + 1) * p.units * unitBytes), s.quantizedPtr + h * p.units * unitBytes);
+      u8.set(bytes.subarray(p.residual + h * p.residualCount * row, p.residual + (h + 1) * p.residualCount * row), s.residualPtr + h * s.residualCapacity * row);
+    }
+    s.quantizedTokens = p.quantizedTokens;
+    s.residualStart = 0;
+    s.residualCount = p.residualCount;
   }
 
   /** Frees the cache's memory for reuse by later caches; later calls throw. A second dispose() does nothing. */

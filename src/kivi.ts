@@ -6,7 +6,7 @@ import { describe } from './options';
 import type { CacheOptions } from './options';
 import { builtinBuild } from './builtin';
 import { VARIANTS, type VariantName } from './variants';
-import { instantiateChecked, WasmRuntime } from './wasm';
+import { instantiateChecked, WASM32_MAX_BYTES, WasmRuntime } from './wasm';
 
 export interface LoadOptions {
   /** Which build to run: 'auto' (default) picks the first of relaxed-simd, simd, scalar that the
@@ -19,6 +19,9 @@ export interface LoadOptions {
    *  files imported as modules): they are tried best first, or only the one `variant` names, through
    *  the same validation and known-answer check as the embedded builds. Not with `module`. */
   modules?: Partial<Record<VariantName, WebAssembly.Module | BufferSource>>;
+  /** Bytes the caches of this instance may use: an allocation that would reach past this offset of
+   *  the wasm memory throws a RangeError (and changes nothing). Default: the wasm32 ceiling, 4 GiB. */
+  maxMemoryBytes?: number;
 }
 
 type Build = WebAssembly.Module | BufferSource;
@@ -40,7 +43,14 @@ export class Kivi {
       throw new RangeError(`Kivi.load: variant must be one of ${VARIANT_CHOICES.map((v) => JSON.stringify(v)).join(', ')}, got ${describe(requested)}`);
     }
     if (options.module !== undefined && options.modules !== undefined) throw new TypeError('Kivi.load: give either module or modules, not both');
-    if (options.module !== undefined) return new Kivi(await loadGiven(options.module, requested));
+    const limit = options.maxMemoryBytes;
+    if (limit !== undefined) {
+      if (typeof limit !== 'number') throw new TypeError(`Kivi.load: maxMemoryBytes must be a number, got ${describe(limit)}`);
+      if (!Number.isInteger(limit) || limit < 65536 || limit > WASM32_MAX_BYTES) {
+        throw new RangeError(`Kivi.load: maxMemoryBytes must be an integer from 65536 to ${WASM32_MAX_BYTES} (4 GiB), got ${describe(limit)}`);
+      }
+    }
+    if (options.module !== undefined) return new Kivi(await loadGiven(options.module, requested, limit));
     const source = options.modules === undefined ? builtinBuild : givenBuilds(options.modules);
     const candidates = requested === 'auto' ? VARIANTS : VARIANTS.filter((v) => v.name === requested);
     const reasons: string[] = [];
@@ -61,7 +71,7 @@ export class Kivi {
         reasons.push(`${variant.name}: ${String(error)}`);
         continue;
       }
-      const runtime = await instantiateChecked(module);
+      const runtime = await instantiateChecked(module, limit);
       if (!(runtime instanceof WasmRuntime)) {
         reasons.push(`${variant.name}: ${runtime.failed}`);
       } else if (runtime.variant.name !== variant.name) {
@@ -90,6 +100,12 @@ export class Kivi {
   createCache(options: CacheOptions): KiviCache {
     return new KiviCache(this.runtime, options);
   }
+
+  /** Restores a cache from `cache.serialize()` bytes (docs/FORMAT.md), written by any build;
+   *  throws TypeError/RangeError on anything malformed, without touching other caches. */
+  restoreCache(bytes: Uint8Array | ArrayBuffer): KiviCache {
+    return KiviCache.restore(this.runtime, bytes);
+  }
 }
 
 /** Checks the `modules` option and returns its lookup. */
@@ -110,7 +126,7 @@ function givenBuilds(modules: unknown): (name: VariantName) => Build | undefined
   return (name) => given[name] as Build | undefined;
 }
 
-async function loadGiven(given: WebAssembly.Module | BufferSource, requested: 'auto' | VariantName): Promise<WasmRuntime> {
+async function loadGiven(given: WebAssembly.Module | BufferSource, requested: 'auto' | VariantName, limit: number | undefined): Promise<WasmRuntime> {
   let module: WebAssembly.Module;
   if (given instanceof WebAssembly.Module) {
     module = given;
@@ -120,7 +136,7 @@ async function loadGiven(given: WebAssembly.Module | BufferSource, requested: 'a
   } else {
     throw new TypeError(`Kivi.load: module must be a WebAssembly.Module or the bytes of one, got ${describe(given)}`);
   }
-  const runtime = await instantiateChecked(module);
+  const runtime = await instantiateChecked(module, limit);
   if (!(runtime instanceof WasmRuntime)) throw new Error(`Kivi.load: the given module cannot be used: ${runtime.failed}`);
   if (requested !== 'auto' && runtime.variant.name !== requested) {
     throw new RangeError(`Kivi.load: variant ${JSON.stringify(requested)} was asked for, but the given module is the ${JSON.stringify(runtime.variant.name)} build`);

@@ -32,19 +32,28 @@ export const KERNEL_EXPORT_NAMES = [
   'qtoken_f32_accumulate', 'qchannel_f32_accumulate',
 ] as const;
 
+/** The largest block the allocator (AssemblyScript's TLSF) hands out: 1 GiB minus its header. */
+export const MAX_BLOCK_BYTES = 2 ** 30 - 16;
+
+/** The wasm32 ceiling of a memory. */
+export const WASM32_MAX_BYTES = 2 ** 32;
+
 /** One instance of one build, with its memory. Every cache created by a `Kivi` lives in it. */
 export class WasmRuntime {
   readonly variant: Variant;
   readonly kernels: KernelExports;
+  /** No allocation may end beyond this byte offset (Kivi.load's maxMemoryBytes; else 4 GiB). */
+  readonly maxMemoryBytes: number;
   private buffer: ArrayBuffer | null = null;
   private f32View = new Float32Array(0);
   private u8View = new Uint8Array(0);
   private workspacePtr = 0;
   private workspaceBytes = 0;
 
-  constructor(variant: Variant, kernels: KernelExports) {
+  constructor(variant: Variant, kernels: KernelExports, maxMemoryBytes: number = WASM32_MAX_BYTES) {
     this.variant = variant;
     this.kernels = kernels;
+    this.maxMemoryBytes = maxMemoryBytes;
   }
 
   /** Float32 view on the whole memory, valid until the next allocation. */
@@ -71,22 +80,42 @@ export class WasmRuntime {
     }
   }
 
-  /** Allocates `bytes` (16-byte aligned); throws a RangeError naming the request when memory is exhausted. */
+  /**
+   * Allocates `bytes` (16-byte aligned). Throws a RangeError naming the request, the limit and what
+   * is left when the block would reach past `maxMemoryBytes`, when one block would exceed what the
+   * allocator hands out, or when memory.grow fails (the allocator traps; the trap is converted).
+   * Nothing is allocated when it throws.
+   */
   alloc(bytes: number, what: string): number {
+    if (!Number.isSafeInteger(bytes) || bytes < 0) throw new RangeError(`kivi-wasm: cannot allocate ${bytes} bytes for ${what}`);
+    if (bytes > MAX_BLOCK_BYTES) {
+      throw this.outOfMemory(bytes, what, undefined, `one block holds at most ${MAX_BLOCK_BYTES} bytes`);
+    }
+    if (bytes > this.maxMemoryBytes) throw this.outOfMemory(bytes, what, undefined);
+    let ptr: number;
     try {
-      return this.kernels.alloc(bytes) >>> 0;
+      ptr = this.kernels.alloc(bytes) >>> 0;
     } catch (error) {
       throw this.outOfMemory(bytes, what, error);
     }
+    if (ptr + bytes > this.maxMemoryBytes) {
+      this.kernels.free(ptr);
+      throw this.outOfMemory(bytes, what, undefined);
+    }
+    return ptr;
   }
 
-  /** Grows or shrinks a block, keeping its contents; on failure the old block is untouched. */
+  /** Grows or shrinks a block, keeping its contents; on failure the old block is untouched.
+   *  (alloc, copy, free, so that the limit is checked before the old block is given up.) */
   realloc(ptr: number, bytes: number, what: string): number {
-    try {
-      return this.kernels.realloc(ptr, bytes) >>> 0;
-    } catch (error) {
-      throw this.outOfMemory(bytes, what, error);
-    }
+    if (ptr === 0) return this.alloc(bytes, what);
+    const fresh = this.alloc(bytes, what);
+    // The header before a TLSF block holds its size (low 2 bits are flags).
+    const oldBytes = (new Uint32Array(this.kernels.memory.buffer, ptr - 4, 1)[0]! & ~3) >>> 0;
+    const u8 = this.u8;
+    u8.copyWithin(fresh, ptr, ptr + Math.min(oldBytes, bytes));
+    this.free(ptr);
+    return fresh;
   }
 
   free(ptr: number): void {
@@ -96,8 +125,15 @@ export class WasmRuntime {
   /** A scratch area of at least `bytes`, shared by every cache of this instance (calls are synchronous). */
   workspace(bytes: number): number {
     if (bytes > this.workspaceBytes) {
-      const size = Math.max(bytes, Math.ceil(this.workspaceBytes * 1.5));
-      const ptr = this.alloc(size, 'attention workspace');
+      let size = Math.max(bytes, Math.ceil(this.workspaceBytes * 1.5));
+      let ptr: number;
+      try {
+        ptr = this.alloc(size, 'attention workspace');
+      } catch (error) {
+        if (size === bytes) throw error;
+        size = bytes; // the 1.5× headroom did not fit: try the exact size
+        ptr = this.alloc(size, 'attention workspace');
+      }
       this.free(this.workspacePtr);
       this.workspacePtr = ptr;
       this.workspaceBytes = size;
@@ -105,32 +141,44 @@ export class WasmRuntime {
     return this.workspacePtr;
   }
 
-  private outOfMemory(bytes: number, what: string, cause: unknown): RangeError {
+  private outOfMemory(bytes: number, what: string, cause: unknown, why?: string): RangeError {
+    const limit = this.maxMemoryBytes;
+    const held = this.memoryBytes;
+    const left = Math.max(0, limit - held);
+    const limitText = limit < WASM32_MAX_BYTES
+      ? `the limit is maxMemoryBytes = ${limit} bytes`
+      : `the limit is the wasm32 ceiling of ${WASM32_MAX_BYTES} bytes (4 GiB)`;
     const error = new RangeError(
-      `kivi-wasm: out of WebAssembly memory: asked for ${bytes} bytes for ${what}; ` +
-      `the module holds ${this.memoryBytes} bytes and wasm32 memory cannot exceed 4 GiB`,
+      `kivi-wasm: out of WebAssembly memory: asked for ${bytes} bytes for ${what}; ${why ? `${why}; ` : ''}${limitText}; ` +
+      `the module's memory is ${held} bytes, ${left} bytes left below the limit (free space inside it is fragmented or taken)`,
     );
-    (error as { cause?: unknown }).cause = cause;
+    if (cause !== undefined) (error as { cause?: unknown }).cause = cause;
     return error;
   }
 }
 
 function readAbortMessage(memory: WebAssembly.Memory, ptr: number): string {
+  ptr >>>= 0; // an i32 argument: above 2 GiB it arrives negative
   if (ptr === 0) return '';
   const bytes = new Uint8Array(memory.buffer);
-  const length = new Uint32Array(memory.buffer, (ptr - 4) & ~3, 1)[0]! >>> 1;
+  const length = new Uint32Array(memory.buffer, (ptr - 4) - ((ptr - 4) % 4), 1)[0]! >>> 1;
   let text = '';
   for (let i = 0; i < length; i++) text += String.fromCharCode(bytes[ptr + 2 * i]! | (bytes[ptr + 2 * i + 1]! << 8));
   return text;
 }
 
 /** Instantiates a compiled build and runs its known-answer check; says why when it cannot be used. */
-export async function instantiateChecked(module: WebAssembly.Module): Promise<WasmRuntime | { failed: string }> {
+export async function instantiateChecked(module: WebAssembly.Module, maxMemoryBytes?: number): Promise<WasmRuntime | { failed: string }> {
   let memory: WebAssembly.Memory | undefined;
   const imports = {
     env: {
       abort(message: number, file: number, line: number, column: number): never {
-        const text = memory ? `${readAbortMessage(memory, message)} at ${readAbortMessage(memory, file)}:${line}:${column}` : '';
+        let text = '';
+        try {
+          text = memory ? `${readAbortMessage(memory, message)} at ${readAbortMessage(memory, file)}:${line}:${column}` : '';
+        } catch {
+          // an unreadable message: report the abort without it
+        }
         throw new Error(`kivi-wasm: the wasm module aborted: ${text}`);
       },
     },
@@ -153,7 +201,7 @@ export async function instantiateChecked(module: WebAssembly.Module): Promise<Wa
     kernels.free(scratch);
   }
   if (result !== 0) return { failed: `known-answer check failed (code ${result})` };
-  return new WasmRuntime(variant, kernels);
+  return new WasmRuntime(variant, kernels, maxMemoryBytes);
 }
 
 

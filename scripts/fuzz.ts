@@ -1,0 +1,237 @@
+// npm run fuzz — feeds kivi.restoreCache() malformed serialized caches (docs/FORMAT.md).
+//
+// Every case must either restore a cache that then attends, appends and attends again without
+// throwing, with consistent stats(), or throw a TypeError/RangeError: anything else (another error
+// type, a trap, an inconsistent restored cache) is a failure. Cases: bit flips, byte changes,
+// insertions and deletions, truncations, random bytes, and the same mutations with the CRC-32
+// recomputed (so the parser's own checks run, not only the checksum), plus targeted rewrites of
+// header and count fields with boundary values.
+//
+// Usage: npx tsx scripts/fuzz.ts [--cases N] [--seconds S] [--seed K] [--variant auto|relaxed-simd|simd|scalar]
+//                               [--max-memory BYTES (Kivi.load's maxMemoryBytes, default 512 MiB)]
+// Stops at whichever of N cases or S seconds comes first; exits 1 on any failure.
+
+import { Kivi, type CacheOptions, type KiviCache } from '../src/index';
+import { crc32, HEADER_BYTES, LAYER_HEADER_BYTES } from '../src/serialize';
+
+export interface FuzzResult {
+  cases: number;
+  restored: number;
+  typeErrors: number;
+  rangeErrors: number;
+  failures: string[];
+  slowestMs: number;
+  seconds: number;
+  byKind: Record<string, number>;
+}
+
+class Rng {
+  private s: number;
+  constructor(seed: number) {
+    this.s = seed >>> 0;
+  }
+  next(): number {
+    this.s = (this.s + 0x6d2b79f5) >>> 0;
+    let t = this.s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  }
+  int(n: number): number {
+    return Math.floor(this.next() * n);
+  }
+  pick<T>(items: readonly T[]): T {
+    return items[this.int(items.length)]!;
+  }
+}
+
+const SEED_CONFIGS: [CacheOptions, number[]][] = [
+  [{ layers: 2, kvHeads: 2, headDim: 16, queryHeads: 4, bits: 2, groupSize: 8, residual: 16 }, [30, 1, 1]],
+  [{ layers: 1, kvHeads: 1, headDim: 16, bits: 4, groupSize: 8, residual: 16, sinkTokens: 2, keyWindow: 'sliding' }, [40, 1]],
+  [{ layers: 1, kvHeads: 2, headDim: 8, bits: 8, groupSize: 8, residual: 8, keyGrouping: 'token', valueGrouping: 'channel' }, [20, 3]],
+  [{ layers: 1, kvHeads: 1, headDim: 8, bits: 2, groupSize: 8, residual: 0, maxTokens: 64 }, [17, 1]],
+  [{ layers: 1, kvHeads: 2, headDim: 8, bits: 32, sinkTokens: 1 }, [5, 1]],
+  [{ layers: 2, kvHeads: 1, headDim: 8, bits: 2, groupSize: 8, residual: 8 }, []],
+];
+
+function fill(rng: Rng, n: number): Float32Array {
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = rng.next() * 4 - 2;
+  return a;
+}
+
+/** Valid serialized caches to mutate. */
+export function seedInputs(kivi: Kivi): Uint8Array[] {
+  const rng = new Rng(1);
+  return SEED_CONFIGS.map(([o, appends]) => {
+    const cache = kivi.createCache(o);
+    for (let l = 0; l < o.layers; l++) for (const n of appends) cache.append(l, fill(rng, n * o.kvHeads * o.headDim), fill(rng, n * o.kvHeads * o.headDim));
+    const bytes = cache.serialize();
+    cache.dispose();
+    return bytes;
+  });
+}
+
+function resign(b: Uint8Array): Uint8Array {
+  if (b.length >= 4) new DataView(b.buffer, b.byteOffset, b.byteLength).setUint32(b.length - 4, crc32(b, 0, b.length - 4), true);
+  return b;
+}
+
+const INTERESTING = [0, 1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 64, 127, 128, 255, 256, 4095, 4096, 4097, 65535, 1 << 20, 1 << 26, 2 ** 31 - 1, 2 ** 31, 2 ** 32 - 1];
+
+function mutate(rng: Rng, seed: Uint8Array): { bytes: Uint8Array; kind: string } {
+  let b = seed.slice();
+  const choice = rng.int(10);
+  let kind: string;
+  switch (choice) {
+    case 0: {
+      kind = 'bit flips';
+      for (let i = 1 + rng.int(3); i > 0; i--) { const at = rng.int(b.length); b[at]! ^= 1 << rng.int(8); }
+      break;
+    }
+    case 1: {
+      kind = 'byte changes';
+      for (let i = 1 + rng.int(4); i > 0; i--) b[rng.int(b.length)] = rng.int(256);
+      break;
+    }
+    case 2: {
+      kind = 'insertion';
+      const at = rng.int(b.length + 1);
+      const extra = new Uint8Array(1 + rng.int(64)).map(() => rng.int(256));
+      b = new Uint8Array([...b.subarray(0, at), ...extra, ...b.subarray(at)]);
+      break;
+    }
+    case 3: {
+      kind = 'deletion';
+      const at = rng.int(b.length);
+      const n = 1 + rng.int(Math.min(64, b.length - at));
+      b = new Uint8Array([...b.subarray(0, at), ...b.subarray(at + n)]);
+      break;
+    }
+    case 4: {
+      kind = 'truncation';
+      b = b.slice(0, rng.int(b.length));
+      break;
+    }
+    case 5: {
+      kind = 'random bytes';
+      b = new Uint8Array(rng.int(256)).map(() => rng.int(256));
+      if (rng.next() < 0.5 && b.length >= 6) b.set([0x4b, 0x49, 0x56, 0x49, 1, 0]);
+      break;
+    }
+    default: {
+      // A header or layer-count field set to a boundary value: the parser's checks, not the CRC.
+      kind = 'field rewrite';
+      const view = new DataView(b.buffer);
+      const fields: number[] = [];
+      for (let at = 8; at < 40; at += 4) fields.push(at);
+      for (let at = HEADER_BYTES; at + LAYER_HEADER_BYTES <= b.length - 4 && fields.length < 64; ) {
+        for (let i = 0; i < 6; i++) fields.push(at + 4 * i);
+        break; // the first layer's counts (the rest move with the payload)
+      }
+      const at = rng.pick(fields);
+      if (rng.next() < 0.3) b[40 + rng.int(4)] = rng.pick([0, 1, 2, 3, 4, 8, 16, 32, 255]);
+      else view.setUint32(at, rng.next() < 0.5 ? rng.pick(INTERESTING) : (view.getUint32(at, true) + rng.int(65) - 32) >>> 0, true);
+      break;
+    }
+  }
+  // Recompute the checksum in most cases so the structural checks are what refuses.
+  if (kind !== 'random bytes' && rng.next() < 0.7) {
+    resign(b);
+    kind += ' + crc';
+  }
+  return { bytes: b, kind };
+}
+
+/** Checks a restored cache: stats consistent, attends, appends, attends again. */
+function exercise(cache: KiviCache, rng: Rng): string | null {
+  const o = cache.options;
+  const total = cache.stats();
+  let tokens = 0;
+  for (let l = 0; l < o.layers; l++) {
+    const s = cache.stats(l);
+    tokens += s.tokens;
+    if (s.tokens !== cache.tokens(l)) return `layer ${l}: stats tokens ${s.tokens} vs tokens() ${cache.tokens(l)}`;
+    if (s.sinkTokens + s.quantizedKeys + s.residualKeys !== s.tokens) return `layer ${l}: key counts do not add up`;
+    if (s.sinkTokens + s.quantizedValues + s.residualValues !== s.tokens) return `layer ${l}: value counts do not add up`;
+    if (!(s.bytes >= 0)) return `layer ${l}: bytes ${s.bytes}`;
+  }
+  if (tokens !== total.tokens) return 'summed stats disagree';
+  const D = o.headDim;
+  // Attend every layer (a few at most, to keep cases fast), append, attend again.
+  for (let l = 0; l < Math.min(o.layers, 3); l++) {
+    if (cache.tokens(l) > 0) cache.attend(l, fill(rng, o.queryHeads * D));
+    cache.append(l, fill(rng, o.kvHeads * D), fill(rng, o.kvHeads * D));
+    const out = cache.attend(l, fill(rng, o.queryHeads * D));
+    if (out.length !== o.queryHeads * D) return 'attend output length';
+  }
+  return null;
+}
+
+export function runFuzz(kivi: Kivi, options: { cases: number; seconds: number; seed?: number }): FuzzResult {
+  const rng = new Rng(options.seed ?? 12345);
+  const seeds = seedInputs(kivi);
+  const result: FuzzResult = { cases: 0, restored: 0, typeErrors: 0, rangeErrors: 0, failures: [], slowestMs: 0, seconds: 0, byKind: {} };
+  const started = performance.now();
+  const deadline = started + options.seconds * 1000;
+  while (result.cases < options.cases && performance.now() < deadline) {
+    const { bytes, kind } = mutate(rng, rng.pick(seeds));
+    const t0 = performance.now();
+    result.cases++;
+    result.byKind[kind] = (result.byKind[kind] ?? 0) + 1;
+    let cache: KiviCache | null = null;
+    try {
+      cache = kivi.restoreCache(bytes);
+    } catch (error) {
+      if (error instanceof TypeError) result.typeErrors++;
+      else if (error instanceof RangeError) result.rangeErrors++;
+      else result.failures.push(`${kind}: restoreCache threw ${String(error)}`);
+    }
+    if (cache !== null) {
+      result.restored++;
+      try {
+        const problem = exercise(cache, rng);
+        if (problem !== null) result.failures.push(`${kind}: restored cache inconsistent: ${problem}`);
+      } catch (error) {
+        result.failures.push(`${kind}: restored cache threw ${String(error)}`);
+      }
+      cache.dispose();
+    }
+    result.slowestMs = Math.max(result.slowestMs, performance.now() - t0);
+  }
+  result.seconds = (performance.now() - started) / 1000;
+  return result;
+}
+
+async function main(): Promise<void> {
+  const args = process.argv.slice(2);
+  const arg = (name: string, fallback: string) => {
+    const i = args.indexOf(`--${name}`);
+    return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : fallback;
+  };
+  if (args.includes('--help')) {
+    console.log('Usage: tsx scripts/fuzz.ts [--cases N] [--seconds S] [--seed K] [--variant auto|relaxed-simd|simd|scalar] [--max-memory BYTES]');
+    return;
+  }
+  const cases = Number(arg('cases', '1000000000'));
+  const seconds = Number(arg('seconds', '60'));
+  const seed = Number(arg('seed', String(Date.now() % 2 ** 31)));
+  const variant = arg('variant', 'auto') as 'auto';
+  // Untrusted bytes may carry valid options whose up-front regions (S sink rows and the residual
+  // window per head) are large: bound them as a service restoring untrusted caches would.
+  const maxMemoryBytes = Number(arg('max-memory', String(512 * 2 ** 20)));
+  const kivi = await Kivi.load({ variant, maxMemoryBytes });
+  console.log(`fuzzing restoreCache on the ${kivi.variant} build (maxMemoryBytes ${maxMemoryBytes}), seed ${seed}, up to ${cases} cases or ${seconds} s`);
+  const r = runFuzz(kivi, { cases, seconds, seed });
+  console.log(`cases tried: ${r.cases} in ${r.seconds.toFixed(1)} s (slowest case ${r.slowestMs.toFixed(1)} ms)`);
+  console.log(`restored and exercised: ${r.restored}`);
+  console.log(`refused with TypeError: ${r.typeErrors}`);
+  console.log(`refused with RangeError: ${r.rangeErrors}`);
+  console.log(`failures: ${r.failures.length}`);
+  console.log(`by mutation: ${Object.entries(r.byKind).sort().map(([k, n]) => `${k} ${n}`).join(', ')}`);
+  console.log(`wasm memory at the end: ${kivi.memoryBytes} bytes`);
+  for (const f of r.failures.slice(0, 20)) console.log(`  FAIL ${f}`);
+  if (r.failures.length > 0) process.exitCode = 1;
+}
+
+if (typeof process !== 'undefined' && process.argv[1] !== undefined && /fuzz\.ts$/.test(process.argv[1])) void main();

@@ -1,0 +1,19 @@
+// A quick run of the restoreCache fuzzer (the long one: npm run fuzz).
+import { describe, expect, it } from 'vitest';
+import { Kivi, VARIANTS } from '../src/index';
+import { runFuzz } from '../scripts/fuzz';
+
+describe('restoreCache fuzzing', () => {
+  for (const v of VARIANTS) {
+    it(`${v.name}: every malformed input restores a usable cache or throws TypeError/RangeError`, async () => {
+      const kivi = await Kivi.load({ variant: v.name, maxMemoryBytes: 256 * 2 ** 20 });
+      const r = runFuzz(kivi, { cases: v.name === 'simd' ? 6000 : 2000, seconds: 3, seed: 20261124 });
+      expect(r.failures.slice(0, 5)).toEqual([]);
+      expect(r.cases).toBeGreaterThan(200);
+      expect(r.typeErrors + r.rangeErrors + r.restored).toBe(r.cases);
+      expect(r.rangeErrors).toBeGreaterThan(0);
+      expect(r.typeErrors).toBeGreaterThan(0);
+      expect(kivi.memoryBytes).toBeLessThanOrEqual(256 * 2 ** 20);
+    }, 30_000);
+  }
+});

@@ -55,6 +55,8 @@ class Stream {
   residualStart = 0;
   residualCount = 0;
   sinkPtr = 0;
+  /** Sink rows per head held (grows up to S as sink tokens arrive, or reserved by maxTokens). */
+  sinkCapacity = 0;
 
   constructor(layout: StreamLayout) {
     this.layout = layout;
@@ -82,8 +84,11 @@ interface StreamPlan {
   /** New residual capacity in rows per head, or 0 to keep the current region. */
   residualCapacity: number;
   compact: boolean;
+  /** New sink capacity in rows per head, or 0 to keep the current region. */
+  sinkCapacity: number;
   freshQuantized: number;
   freshResidual: number;
+  freshSinks: number;
 }
 
 class Layer {
@@ -126,11 +131,9 @@ export class KiviCache {
       for (let l = 0; l < o.layers; l++) {
         const layer = new Layer(keyLayout, valueLayout);
         this.layerStates.push(layer);
-        if (o.sinkTokens > 0) {
-          layer.keys.sinkPtr = runtime.alloc(o.kvHeads * o.sinkTokens * this.rowBytes, 'sink keys');
-          layer.values.sinkPtr = runtime.alloc(o.kvHeads * o.sinkTokens * this.rowBytes, 'sink values');
-        }
-        for (const stream of [layer.keys, layer.values]) this.reserve(stream, o.maxTokens);
+        // Without a capacity hint nothing is allocated until tokens arrive, so an empty (or
+        // restored) cache holds memory in proportion to its tokens, not to its options.
+        if (o.maxTokens !== undefined) for (const stream of [layer.keys, layer.values]) this.reserve(stream, o.maxTokens);
       }
     } catch (error) {
       this.release();
@@ -149,14 +152,19 @@ export class KiviCache {
   /** Reserves room for `maxTokens` (the capacity hint) so that decoding up to it never moves memory.
    *  A prompt longer than the residual window appended in one call still needs f32 room of its size
    *  until the next append quantizes it. */
-  private reserve(stream: Stream, maxTokens: number | undefined): void {
+  private reserve(stream: Stream, maxTokens: number): void {
     const o = this.options;
     const { unitTokens, headUnitBytes, kind } = stream.layout;
-    const stored = Math.max(0, (maxTokens ?? 0) - o.sinkTokens);
+    const stored = Math.max(0, maxTokens - o.sinkTokens);
+    const sinks = Math.min(o.sinkTokens, maxTokens);
+    if (sinks > 0) {
+      stream.sinkPtr = this.runtime.alloc(o.kvHeads * sinks * this.rowBytes, 'sink tokens');
+      stream.sinkCapacity = sinks;
+    }
     const residualRows = kind === 'f32' ? Math.max(stored, 16) : this.residualWindow();
     stream.residualPtr = this.runtime.alloc(o.kvHeads * residualRows * this.rowBytes, 'residual tokens');
     stream.residualCapacity = residualRows;
-    if (kind !== 'f32' && maxTokens !== undefined) {
+    if (kind !== 'f32') {
       const units = Math.ceil(stored / unitTokens);
       if (units > 0) {
         stream.quantizedPtr = this.runtime.alloc(o.kvHeads * units * headUnitBytes, 'quantized tokens');
@@ -172,7 +180,7 @@ export class KiviCache {
         this.runtime.free(stream.residualPtr);
         this.runtime.free(stream.sinkPtr);
         stream.quantizedPtr = stream.residualPtr = stream.sinkPtr = 0;
-        stream.quantizedCapacity = stream.residualCapacity = 0;
+        stream.quantizedCapacity = stream.residualCapacity = stream.sinkCapacity = 0;
       }
     }
   }
@@ -217,7 +225,7 @@ export class KiviCache {
     }
   }
 
-  private planStream(stream: Stream, isKeys: boolean, added: number): StreamPlan {
+  private planStream(stream: Stream, isKeys: boolean, added: number, sinksNeeded: number): StreamPlan {
     const flushTokens = this.tokensToFlush(stream, isKeys, stream.residualCount);
     const unitsNeeded = Math.ceil((stream.quantizedTokens + flushTokens) / stream.layout.unitTokens);
     const quantizedCapacity = flushTokens > 0 && unitsNeeded > stream.quantizedCapacity
@@ -243,7 +251,11 @@ export class KiviCache {
         compact = true;
       }
     }
-    return { stream, flushTokens, quantizedCapacity, residualCapacity, compact, freshQuantized: 0, freshResidual: 0 };
+    // Sinks arrive a few at a time: grow geometrically up to S.
+    const sinkCapacity = sinksNeeded > stream.sinkCapacity
+      ? Math.min(this.options.sinkTokens, Math.max(sinksNeeded, 2 * stream.sinkCapacity, 4))
+      : 0;
+    return { stream, flushTokens, quantizedCapacity, residualCapacity, compact, sinkCapacity, freshQuantized: 0, freshResidual: 0, freshSinks: 0 };
   }
 
   /**
@@ -283,14 +295,23 @@ export class KiviCache {
 
     const sinkTake = Math.min(n, o.sinkTokens - state.sinkCount);
     const added = n - sinkTake;
-    const plans = [this.planStream(state.keys, true, added), this.planStream(state.values, false, added)];
+    const sinksNeeded = state.sinkCount + sinkTake;
+    const plans = [this.planStream(state.keys, true, added, sinksNeeded), this.planStream(state.values, false, added, sinksNeeded)];
     this.allocate(plans);
 
     // From here on nothing can fail: the state changes.
     const staged = [stagedKeys, stagedValues];
+    plans.forEach((plan) => {
+      const s = plan.stream;
+      if (plan.freshSinks === 0) return;
+      this.moveHeads(s.sinkPtr, s.sinkCapacity, plan.freshSinks, plan.sinkCapacity, this.rowBytes, state.sinkCount);
+      rt.free(s.sinkPtr);
+      s.sinkPtr = plan.freshSinks;
+      s.sinkCapacity = plan.sinkCapacity;
+    });
     if (sinkTake > 0) {
       [state.keys, state.values].forEach((stream, i) => {
-        rt.kernels.f32_scatter_heads(sinkTake, o.kvHeads, o.headDim, staged[i]!, stream.sinkPtr + state.sinkCount * this.rowBytes, o.sinkTokens * this.rowBytes);
+        rt.kernels.f32_scatter_heads(sinkTake, o.kvHeads, o.headDim, staged[i]!, stream.sinkPtr + state.sinkCount * this.rowBytes, stream.sinkCapacity * this.rowBytes);
       });
       state.sinkCount += sinkTake;
     }
@@ -309,12 +330,14 @@ export class KiviCache {
         if (plan.quantizedCapacity > 0) {
           plan.freshQuantized = rt.alloc(o.kvHeads * plan.quantizedCapacity * plan.stream.layout.headUnitBytes, 'quantized tokens');
         }
+        if (plan.sinkCapacity > 0) plan.freshSinks = rt.alloc(o.kvHeads * plan.sinkCapacity * this.rowBytes, 'sink tokens');
       }
     } catch (error) {
       for (const plan of plans) {
         rt.free(plan.freshResidual);
         rt.free(plan.freshQuantized);
-        plan.freshResidual = plan.freshQuantized = 0;
+        rt.free(plan.freshSinks);
+        plan.freshResidual = plan.freshQuantized = plan.freshSinks = 0;
       }
       throw error;
     }
@@ -463,7 +486,7 @@ export class KiviCache {
   private segments(state: Layer, s: Stream, h: number): Segment[] {
     const row = this.rowBytes;
     const list: Segment[] = [];
-    if (state.sinkCount > 0) list.push({ kind: 'f32', data: s.sinkPtr + h * this.options.sinkTokens * row, count: state.sinkCount, stride: row });
+    if (state.sinkCount > 0) list.push({ kind: 'f32', data: s.sinkPtr + h * s.sinkCapacity * row, count: state.sinkCount, stride: row });
     if (s.quantizedTokens > 0) {
       const { kind, unitTokens, headUnitBytes } = s.layout;
       const data = s.quantizedPtr + h * s.quantizedCapacity * headUnitBytes;
@@ -518,7 +541,7 @@ export class KiviCache {
     for (const layer of this.layerStates) {
       for (const s of [layer.keys, layer.values]) {
         bytes += s.quantizedCapacity * s.layout.headUnitBytes + s.residualCapacity * this.rowBytes;
-        if (s.sinkPtr !== 0) bytes += this.options.sinkTokens * this.rowBytes;
+        bytes += s.sinkCapacity * this.rowBytes;
       }
     }
     return bytes * this.options.kvHeads;
@@ -586,9 +609,13 @@ export class KiviCache {
 
   private restoreStream(s: Stream, p: ParsedStream, bytes: Uint8Array, sinkCount: number): void {
     const rt = this.runtime;
-    const { kvHeads: H, sinkTokens: S } = this.options;
+    const { kvHeads: H } = this.options;
     const row = this.rowBytes;
     const unitBytes = s.layout.headUnitBytes;
+    if (sinkCount > 0) {
+      s.sinkPtr = rt.alloc(H * sinkCount * row, 'sink tokens');
+      s.sinkCapacity = sinkCount;
+    }
     if (p.units > 0) {
       s.quantizedPtr = rt.alloc(H * p.units * unitBytes, 'quantized tokens');
       s.quantizedCapacity = p.units;
@@ -601,7 +628,7 @@ export class KiviCache {
     }
     const u8 = rt.u8;
     for (let h = 0; h < H; h++) {
-      u8.set(bytes.subarray(p.sinks + h * sinkCount * row, p.sinks + (h + 1) * sinkCount * row), s.sinkPtr + h * S * row);
+      u8.set(bytes.subarray(p.sinks + h * sinkCount * row, p.sinks + (h + 1) * sinkCount * row), s.sinkPtr + h * sinkCount * row);
       u8.set(bytes.subarray(p.quantized + h * p.units * unitBytes, p.quantized + (h + 1) * p.units * unitBytes), s.quantizedPtr + h * p.units * unitBytes);
       u8.set(bytes.subarray(p.residual + h * p.residualCount * row, p.residual + (h + 1) * p.residualCount * row), s.residualPtr + h * s.residualCapacity * row);
     }

@@ -45,6 +45,7 @@ export interface StoredStream {
   readonly residualStart: number;
   readonly residualCount: number;
   readonly sinkPtr: number;
+  readonly sinkCapacity: number;
 }
 
 export interface StoredLayer {
@@ -113,7 +114,7 @@ export function serializeCache(o: ResolvedOptions, layers: readonly StoredLayer[
     at += LAYER_HEADER_BYTES;
     for (const s of [l.keys, l.values]) {
       const n = units(s.layout, s.quantizedTokens);
-      for (let h = 0; h < H; h++) copy(s.sinkPtr + h * o.sinkTokens * row, l.sinkCount * row);
+      for (let h = 0; h < H; h++) copy(s.sinkPtr + h * s.sinkCapacity * row, l.sinkCount * row);
       for (let h = 0; h < H; h++) copy(s.quantizedPtr + h * s.quantizedCapacity * s.layout.headUnitBytes, n * s.layout.headUnitBytes);
       for (let h = 0; h < H; h++) copy(s.residualPtr + (h * s.residualCapacity + s.residualStart) * row, s.residualCount * row);
     }

@@ -1,7 +1,8 @@
 // Persistent caches: serialize() / restoreCache() (docs/FORMAT.md).
 import { beforeAll, describe, expect, it } from 'vitest';
-import type { CacheOptions, Kivi, KiviCache, VariantName } from '../src/index';
+import { Kivi, type CacheOptions, type KiviCache, type VariantName } from '../src/index';
 import { crc32, HEADER_BYTES } from '../src/serialize';
+import { Rng, syntheticKv } from '../src/reference';
 import { expectSameGroups, loadAllVariants, VARIANT_NAMES } from './helpers';
 
 let kivis: Map<VariantName, Kivi>;
@@ -252,5 +253,31 @@ describe('serialize / restoreCache', () => {
     const c = kivis.get('simd')!.createCache({ layers: 1, kvHeads: 1, headDim: 8 });
     c.dispose();
     expect(() => c.serialize()).toThrow(TypeError);
+  });
+});
+
+describe('restore allocates in proportion to the stored tokens, not to the options', () => {
+  it('a few hundred bytes with huge options reserve no memory', async () => {
+    const kivi = await Kivi.load({ variant: 'simd' });
+    // Options whose up-front windows would be tens of gigabytes: 64 layers × 64 heads × 512 channels,
+    // 100000 sinks, R = 65536.
+    const options = { layers: 64, kvHeads: 64, headDim: 512, bits: 2 as const, groupSize: 32, residual: 65536, sinkTokens: 100000 };
+    const empty = kivi.createCache(options);
+    expect(empty.byteLength).toBe(0);
+    const bytes = empty.serialize();
+    expect(bytes.length).toBeLessThan(4096);
+    const before = kivi.memoryBytes;
+    const restored = kivi.restoreCache(bytes);
+    expect(restored.byteLength).toBe(0);
+    expect(kivi.memoryBytes).toBe(before);
+    // One token: what is reserved is that token's rows (a sink row per head and stream), nothing more.
+    const one = kivi.createCache({ ...options, layers: 1 });
+    const rng = new Rng(5);
+    one.append(0, syntheticKv(rng, 1, 64, 512, 'keys'), syntheticKv(rng, 1, 64, 512, 'values'));
+    const oneBytes = one.serialize();
+    const again = kivi.restoreCache(oneBytes);
+    expect(again.byteLength).toBe(2 * 64 * 512 * 4);
+    expect(again.byteLength).toBeLessThanOrEqual(oneBytes.length);
+    for (const c of [empty, restored, one, again]) c.dispose();
   });
 });

@@ -167,11 +167,23 @@ function readAbortMessage(memory: WebAssembly.Memory, ptr: number): string {
   return text;
 }
 
+/** Bytes per wasm page. */
+const WASM_PAGE_BYTES = 65536;
+/** Pages the builds ask for at start (asconfig.json "initialMemory"). */
+const INITIAL_PAGES = 2;
+
 /** Instantiates a compiled build and runs its known-answer check; says why when it cannot be used. */
 export async function instantiateChecked(module: WebAssembly.Module, maxMemoryBytes?: number): Promise<WasmRuntime | { failed: string }> {
-  let memory: WebAssembly.Memory | undefined;
+  // The module imports its memory (asconfig.json "importMemory"), so the limit is the memory's own
+  // maximum: the allocator's doubling grow then fails at the limit and falls back to exactly what it
+  // needs, and the memory never grows past maxMemoryBytes.
+  let memory: WebAssembly.Memory | undefined = new WebAssembly.Memory({
+    initial: INITIAL_PAGES,
+    maximum: Math.floor((maxMemoryBytes ?? WASM32_MAX_BYTES) / WASM_PAGE_BYTES),
+  });
   const imports = {
     env: {
+      memory,
       abort(message: number, file: number, line: number, column: number): never {
         let text = '';
         try {

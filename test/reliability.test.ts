@@ -299,3 +299,27 @@ describe('memory above 2 GiB (large: about 2.2 GB of wasm memory, then the 4 GiB
     checkAgainst(low, lowRef, rng, 'low cache after the ceiling');
   }, 60_000);
 });
+
+describe('maxMemoryBytes bounds the WebAssembly memory itself', () => {
+  it('the memory never grows past the limit, however the caches grow', async () => {
+    const limit = 6 * 1024 * 1024 + 65536 * 3; // not a power of two: the allocator's doubling must stop at it
+    const kivi = await Kivi.load({ variant: 'simd', maxMemoryBytes: limit });
+    const caches = [];
+    let refused = 0;
+    const rng = new Rng(9);
+    for (let i = 0; i < 40 && refused < 3; i++) {
+      try {
+        const cache = kivi.createCache({ layers: 2, kvHeads: 4, headDim: 64, bits: 2, residual: 32, groupSize: 32 });
+        caches.push(cache);
+        for (let step = 0; step < 8; step++) cache.append(step % 2, syntheticKv(rng, 64, 4, 64, 'keys'), syntheticKv(rng, 64, 4, 64, 'values'));
+      } catch (error) {
+        expect(error).toBeInstanceOf(RangeError);
+        expect(String((error as Error).message)).toMatch(/maxMemoryBytes/);
+        refused++;
+      }
+      expect(kivi.memoryBytes).toBeLessThanOrEqual(limit);
+    }
+    expect(refused).toBeGreaterThan(0);
+    for (const cache of caches) cache.dispose();
+  });
+});

@@ -12,6 +12,7 @@
 // Stops at whichever of N cases or S seconds comes first; exits 1 on any failure.
 
 import { Kivi, type CacheOptions, type KiviCache } from '../src/index';
+import { Rng } from '../src/reference';
 import { crc32, HEADER_BYTES, LAYER_HEADER_BYTES } from '../src/serialize';
 
 export interface FuzzResult {
@@ -25,18 +26,8 @@ export interface FuzzResult {
   byKind: Record<string, number>;
 }
 
-class Rng {
-  private s: number;
-  constructor(seed: number) {
-    this.s = seed >>> 0;
-  }
-  next(): number {
-    this.s = (this.s + 0x6d2b79f5) >>> 0;
-    let t = this.s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
+/** The reference's seeded generator (mulberry32), with integer and choice helpers. */
+class FuzzRng extends Rng {
   int(n: number): number {
     return Math.floor(this.next() * n);
   }
@@ -54,7 +45,7 @@ const SEED_CONFIGS: [CacheOptions, number[]][] = [
   [{ layers: 2, kvHeads: 1, headDim: 8, bits: 2, groupSize: 8, residual: 8 }, []],
 ];
 
-function fill(rng: Rng, n: number): Float32Array {
+function fill(rng: FuzzRng, n: number): Float32Array {
   const a = new Float32Array(n);
   for (let i = 0; i < n; i++) a[i] = rng.next() * 4 - 2;
   return a;
@@ -62,7 +53,7 @@ function fill(rng: Rng, n: number): Float32Array {
 
 /** Valid serialized caches to mutate. */
 export function seedInputs(kivi: Kivi): Uint8Array[] {
-  const rng = new Rng(1);
+  const rng = new FuzzRng(1);
   return SEED_CONFIGS.map(([o, appends]) => {
     const cache = kivi.createCache(o);
     for (let l = 0; l < o.layers; l++) for (const n of appends) cache.append(l, fill(rng, n * o.kvHeads * o.headDim), fill(rng, n * o.kvHeads * o.headDim));
@@ -79,7 +70,7 @@ function resign(b: Uint8Array): Uint8Array {
 
 const INTERESTING = [0, 1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 64, 127, 128, 255, 256, 4095, 4096, 4097, 65535, 1 << 20, 1 << 26, 2 ** 31 - 1, 2 ** 31, 2 ** 32 - 1];
 
-function mutate(rng: Rng, seed: Uint8Array): { bytes: Uint8Array; kind: string } {
+function mutate(rng: FuzzRng, seed: Uint8Array): { bytes: Uint8Array; kind: string } {
   let b = seed.slice();
   const choice = rng.int(10);
   let kind: string;
@@ -144,7 +135,7 @@ function mutate(rng: Rng, seed: Uint8Array): { bytes: Uint8Array; kind: string }
 }
 
 /** Checks a restored cache: stats consistent, attends, appends, attends again. */
-function exercise(cache: KiviCache, rng: Rng): string | null {
+function exercise(cache: KiviCache, rng: FuzzRng): string | null {
   const o = cache.options;
   const total = cache.stats();
   let tokens = 0;
@@ -169,7 +160,7 @@ function exercise(cache: KiviCache, rng: Rng): string | null {
 }
 
 export function runFuzz(kivi: Kivi, options: { cases: number; seconds: number; seed?: number }): FuzzResult {
-  const rng = new Rng(options.seed ?? 12345);
+  const rng = new FuzzRng(options.seed ?? 12345);
   const seeds = seedInputs(kivi);
   const result: FuzzResult = { cases: 0, restored: 0, typeErrors: 0, rangeErrors: 0, failures: [], slowestMs: 0, seconds: 0, byKind: {} };
   const started = performance.now();

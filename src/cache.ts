@@ -118,8 +118,9 @@ export class KiviCache {
   private readonly rowBytes: number;
   private disposed = false;
 
-  /** @internal Use `kivi.createCache(options)`. */
-  constructor(runtime: WasmRuntime, options: unknown) {
+  /** @internal Use `kivi.createCache(options)`. `reserve: false` skips the maxTokens reservation
+   *  (a restored cache holds only what its stored tokens need; its options keep maxTokens). */
+  constructor(runtime: WasmRuntime, options: unknown, reserve = true) {
     this.options = resolveOptions(options);
     this.runtime = runtime;
     const o = this.options;
@@ -133,7 +134,7 @@ export class KiviCache {
         this.layerStates.push(layer);
         // Without a capacity hint nothing is allocated until tokens arrive, so an empty (or
         // restored) cache holds memory in proportion to its tokens, not to its options.
-        if (o.maxTokens !== undefined) for (const stream of [layer.keys, layer.values]) this.reserve(stream, o.maxTokens);
+        if (reserve && o.maxTokens !== undefined) for (const stream of [layer.keys, layer.values]) this.reserve(stream, o.maxTokens);
       }
     } catch (error) {
       this.release();
@@ -589,9 +590,8 @@ export class KiviCache {
   /** @internal Use `kivi.restoreCache(bytes)`. Everything is checked (src/serialize.ts) before wasm memory is touched. */
   static restore(runtime: WasmRuntime, bytes: unknown): KiviCache {
     const parsed = parseCache(bytes);
-    // Reserve only what the stored tokens need (appends grow the regions); keep the stored options.
-    const cache = new KiviCache(runtime, { ...parsed.options, maxTokens: undefined });
-    (cache as unknown as { options: ResolvedOptions }).options = parsed.options;
+    // Only what the stored tokens need is allocated (below); appends grow the regions as usual.
+    const cache = new KiviCache(runtime, parsed.options, false);
     try {
       parsed.layers.forEach((p, l) => {
         const state = cache.layerStates[l]!;

@@ -284,16 +284,17 @@ function prepareKeyQueries(
 }
 
 /** [Σ q̂·code for the token of plane 0, 1, 2, 3] of one code row (plane s = token j + s·W), one query
- *  row. BITS is a compile-time constant at every call, so shifts are immediates. */
+ *  row. BITS, mode and TAIL are compile-time constants at every call, so shifts are immediates and
+ *  the loop holds no branches; TAIL (D % 16 == 8) adds a last chunk of 8 channels. */
 // @ts-ignore: decorator
-@inline function keyRowDot1(BITS: i32, mode: i32, D: i32, row: usize, q: usize): v128 {
+@inline function keyRowDot1(BITS: i32, mode: i32, TAIL: bool, D: i32, row: usize, q: usize): v128 {
   const planes = 8 / BITS;
   const vmask16 = i16x8.splat(<i16>((<i32>1 << BITS) - 1));
   const vmask8 = i8x16.splat(<i8>((<i32>1 << BITS) - 1));
   let vacc0 = i32x4.splat(0), vacc1 = i32x4.splat(0), vacc2 = i32x4.splat(0), vacc3 = i32x4.splat(0);
   let vlow0 = i32x4.splat(0), vlow1 = i32x4.splat(0), vlow2 = i32x4.splat(0), vlow3 = i32x4.splat(0);
-  for (let c = 0; c < D; c += 16) {
-    const full = c + 16 <= D;
+  for (let c = 0; TAIL ? c < D : c + 16 <= D; c += 16) {
+    const full = !TAIL || c + 16 <= D;
     const v = full ? v128.load(row + <usize>c) : v128.load64_zero(row + <usize>c);
     if (mode == RELAXED) {
       const qh = full ? v128.load(q + <usize>c) : v128.load64_zero(q + <usize>c);
@@ -341,14 +342,14 @@ function prepareKeyQueries(
 /** [Σ q̂_m·code for m = 0..3] for the token of one plane (`shift` = s·BITS, a constant) of one code
  *  row, four query rows (prepared 2·D bytes apart) sharing each unpacked vector of codes. */
 // @ts-ignore: decorator
-@inline function keyPlaneDot4(BITS: i32, mode: i32, D: i32, row: usize, shift: i32, q: usize): v128 {
+@inline function keyPlaneDot4(BITS: i32, mode: i32, TAIL: bool, D: i32, row: usize, shift: i32, q: usize): v128 {
   const stride = <usize>(2 * D);
   const vmask16 = i16x8.splat(<i16>((<i32>1 << BITS) - 1));
   const vmask8 = i8x16.splat(<i8>((<i32>1 << BITS) - 1));
   let vacc0 = i32x4.splat(0), vacc1 = i32x4.splat(0), vacc2 = i32x4.splat(0), vacc3 = i32x4.splat(0);
   let vlow0 = i32x4.splat(0), vlow1 = i32x4.splat(0), vlow2 = i32x4.splat(0), vlow3 = i32x4.splat(0);
-  for (let c = 0; c < D; c += 16) {
-    const full = c + 16 <= D;
+  for (let c = 0; TAIL ? c < D : c + 16 <= D; c += 16) {
+    const full = !TAIL || c + 16 <= D;
     const v = full ? v128.load(row + <usize>c) : v128.load64_zero(row + <usize>c);
     if (mode == RELAXED) {
       const k = v128.and(shift == 0 ? v : i16x8.shr_u(v, shift), vmask8);
@@ -396,12 +397,13 @@ function prepareKeyQueries(
 /** The integer key kernel for one block, for a compile-time BITS. */
 // @ts-ignore: decorator
 @inline function keyBlockScores(
-  BITS: i32, mode: i32, rows: i32, D: i32, codes: usize, prepared: usize, alphaBeta: usize, blockScores: usize, scoreRowBytes: usize,
+  BITS: i32, mode: i32, TAIL: bool, rows: i32, D: i32, codes: usize, prepared: usize, alphaBeta: usize, blockScores: usize, scoreRowBytes: usize,
 ): void {
   const planes = 8 / BITS;
   const rowBytes = (32 * BITS) >> 3; // W = G·b/8 with G = 32 (other G use the generic loop below)
   let m = 0;
-  for (; m + 4 <= rows; m += 4) {
+  // RELAXED serves fewer than four rows (see qchannel_f32_scores).
+  for (; mode == WIDE && m + 4 <= rows; m += 4) {
     const ab = alphaBeta + (<usize>m << 3);
     const valpha = f32x4(load<f32>(ab), load<f32>(ab, 8), load<f32>(ab, 16), load<f32>(ab, 24));
     const vbeta = f32x4(load<f32>(ab, 4), load<f32>(ab, 12), load<f32>(ab, 20), load<f32>(ab, 28));
@@ -409,14 +411,14 @@ function prepareKeyQueries(
     const out = blockScores + <usize>m * scoreRowBytes;
     for (let j = 0; j < rowBytes; j++) {
       const row = codes + <usize>(j * D);
-      storeLanes(madd(valpha, f32x4.convert_i32x4_s(keyPlaneDot4(BITS, mode, D, row, 0, q)), vbeta), out + (<usize>j << 2), scoreRowBytes, 4);
+      storeLanes(madd(valpha, f32x4.convert_i32x4_s(keyPlaneDot4(BITS, mode, TAIL, D, row, 0, q)), vbeta), out + (<usize>j << 2), scoreRowBytes, 4);
       if (planes > 1) {
         const at = out + (<usize>(j + rowBytes) << 2);
-        storeLanes(madd(valpha, f32x4.convert_i32x4_s(keyPlaneDot4(BITS, mode, D, row, BITS, q)), vbeta), at, scoreRowBytes, 4);
+        storeLanes(madd(valpha, f32x4.convert_i32x4_s(keyPlaneDot4(BITS, mode, TAIL, D, row, BITS, q)), vbeta), at, scoreRowBytes, 4);
       }
       if (planes > 2) {
-        storeLanes(madd(valpha, f32x4.convert_i32x4_s(keyPlaneDot4(BITS, mode, D, row, 2 * BITS, q)), vbeta), out + (<usize>(j + 2 * rowBytes) << 2), scoreRowBytes, 4);
-        storeLanes(madd(valpha, f32x4.convert_i32x4_s(keyPlaneDot4(BITS, mode, D, row, 3 * BITS, q)), vbeta), out + (<usize>(j + 3 * rowBytes) << 2), scoreRowBytes, 4);
+        storeLanes(madd(valpha, f32x4.convert_i32x4_s(keyPlaneDot4(BITS, mode, TAIL, D, row, 2 * BITS, q)), vbeta), out + (<usize>(j + 2 * rowBytes) << 2), scoreRowBytes, 4);
+        storeLanes(madd(valpha, f32x4.convert_i32x4_s(keyPlaneDot4(BITS, mode, TAIL, D, row, 3 * BITS, q)), vbeta), out + (<usize>(j + 3 * rowBytes) << 2), scoreRowBytes, 4);
       }
     }
   }
@@ -427,7 +429,7 @@ function prepareKeyQueries(
     const out = blockScores + <usize>m * scoreRowBytes;
     for (let j = 0; j < rowBytes; j++) {
       // Lane s is the token j + s·W.
-      const vscores = madd(valpha, f32x4.convert_i32x4_s(keyRowDot1(BITS, mode, D, codes + <usize>(j * D), q)), vbeta);
+      const vscores = madd(valpha, f32x4.convert_i32x4_s(keyRowDot1(BITS, mode, TAIL, D, codes + <usize>(j * D), q)), vbeta);
       storeLanes(vscores, out + (<usize>j << 2), <usize>rowBytes << 2, planes);
     }
   }
@@ -450,7 +452,8 @@ export function qchannel_f32_scores(
   if (ASC_FEATURE_SIMD && G == 32) {
     // The relaxed path keeps two i16 accumulators per row; with four rows they no longer fit in
     // registers and the 16-bit path is faster (measured), so it serves GQA groups.
-    const mode = ASC_FEATURE_RELAXED_SIMD && bits <= 4 && rows < 4 && (D + 15) / 16 <= relaxedChunks(bits) ? RELAXED : WIDE;
+    const tail = D % 16 != 0;
+    const mode = ASC_FEATURE_RELAXED_SIMD && bits <= 4 && rows < 4 && !tail && D / 16 <= relaxedChunks(bits) ? RELAXED : WIDE;
     // Σ_c q̂·code over D channels must fit in an i32: at 8 bits and D > 258 the range of q̂ shrinks.
     const qmax = min(QMAX, <f32>floor(<f64>i32.MAX_VALUE / <f64>(((1 << bits) - 1) * D)));
     const alphaBeta = prepared + <usize>(rows * 2 * D);
@@ -462,9 +465,19 @@ export function qchannel_f32_scores(
       prepareKeyQueries(rows, D, qmax, mode, queries, scales, zeros, prepared, alphaBeta, work);
       const codes = block + (<usize>D << 2);
       const blockScores = scores + (<usize>(b * G) << 2);
-      if (bits == 2) keyBlockScores(2, mode, rows, D, codes, prepared, alphaBeta, blockScores, scoreRowBytes);
-      else if (bits == 4) keyBlockScores(4, mode, rows, D, codes, prepared, alphaBeta, blockScores, scoreRowBytes);
-      else keyBlockScores(8, WIDE, rows, D, codes, prepared, alphaBeta, blockScores, scoreRowBytes);
+      // One instance per (bits, mode, tail), so every branch on them is resolved at compile time.
+      if (mode == RELAXED) {
+        if (bits == 2) keyBlockScores(2, RELAXED, false, rows, D, codes, prepared, alphaBeta, blockScores, scoreRowBytes);
+        else keyBlockScores(4, RELAXED, false, rows, D, codes, prepared, alphaBeta, blockScores, scoreRowBytes);
+      } else if (tail) {
+        if (bits == 2) keyBlockScores(2, WIDE, true, rows, D, codes, prepared, alphaBeta, blockScores, scoreRowBytes);
+        else if (bits == 4) keyBlockScores(4, WIDE, true, rows, D, codes, prepared, alphaBeta, blockScores, scoreRowBytes);
+        else keyBlockScores(8, WIDE, true, rows, D, codes, prepared, alphaBeta, blockScores, scoreRowBytes);
+      } else {
+        if (bits == 2) keyBlockScores(2, WIDE, false, rows, D, codes, prepared, alphaBeta, blockScores, scoreRowBytes);
+        else if (bits == 4) keyBlockScores(4, WIDE, false, rows, D, codes, prepared, alphaBeta, blockScores, scoreRowBytes);
+        else keyBlockScores(8, WIDE, false, rows, D, codes, prepared, alphaBeta, blockScores, scoreRowBytes);
+      }
     }
     store<u32>(work, touched); // keeps the early loads
     return;
@@ -727,47 +740,54 @@ function prepareValueWeights(
   }
 }
 
-/** Σ_t â·code per channel of one channel quad of a value block, for `rows` (1 or 4) query rows whose
- *  prepared weights are `rowStride` bytes apart; lanes are the 4 channels. BITS is a constant. */
+// A value block's channel quad is read in VB/4 = 8 steps of 4 tokens: step i is plane i % P of the
+// chunk i / P (P = 8/b planes), and its prepared weights are the 32 bytes at w + 32·i.
+
+/** The codes of step i (a constant) as bytes: the RELAXED operand (4 tokens of each of 4 channels). */
 // @ts-ignore: decorator
-@inline function valueQuadRows4(BITS: i32, mode: i32, codes: usize, w: usize, rowStride: usize,
-  out: usize, outRowBytes: usize, gammas: usize, gammaStride: usize): void {
+@inline function stepBytes(BITS: i32, codes: usize, i: i32): v128 {
   const planes = 8 / BITS;
-  const chunks = (VALUE_BLOCK * BITS) >> 5;
-  const vmask16 = i16x8.splat(<i16>((<i32>1 << BITS) - 1));
-  const vmask8 = i8x16.splat(<i8>((<i32>1 << BITS) - 1));
+  const v = v128.load(codes + <usize>((i / planes) << 4));
+  const shift = (i % planes) * BITS;
+  return v128.and(shift == 0 ? v : i16x8.shr_u(v, shift), i8x16.splat(<i8>((<i32>1 << BITS) - 1)));
+}
+
+/** The codes of step i of the even and the odd tokens of each channel lane, as i16 lanes (WIDE). */
+// @ts-ignore: decorator
+@inline function stepEven(BITS: i32, codes: usize, i: i32): v128 {
+  const planes = 8 / BITS;
+  return evenCodes(v128.load(codes + <usize>((i / planes) << 4)), (i % planes) * BITS, i16x8.splat(<i16>((<i32>1 << BITS) - 1)));
+}
+// @ts-ignore: decorator
+@inline function stepOdd(BITS: i32, codes: usize, i: i32): v128 {
+  const planes = 8 / BITS;
+  return oddCodes(v128.load(codes + <usize>((i / planes) << 4)), (i % planes) * BITS, i16x8.splat(<i16>((<i32>1 << BITS) - 1)), BITS);
+}
+
+/** Σ over the step's 4 tokens of â·code, i32 lanes = channels (WIDE; e, o from stepEven/stepOdd). */
+// @ts-ignore: decorator
+@inline function wideStep(e: v128, o: v128, wq: usize): v128 {
+  return i32x4.add(i32x4.dot_i16x8_s(e, v128.load(wq)), i32x4.dot_i16x8_s(o, v128.load(wq, 16)));
+}
+
+/** Σ_t â·code per channel of one channel quad of a value block for four query rows (WIDE) whose
+ *  prepared weights are `rowStride` bytes apart, added into out as γ·sum. */
+// @ts-ignore: decorator
+@inline function valueQuadRows4(BITS: i32, codes: usize, w: usize, rowStride: usize,
+  out: usize, outRowBytes: usize, gammas: usize, gammaStride: usize): void {
   let vacc0 = i32x4.splat(0), vacc1 = i32x4.splat(0), vacc2 = i32x4.splat(0), vacc3 = i32x4.splat(0);
-  let vlow0 = i32x4.splat(0), vlow1 = i32x4.splat(0), vlow2 = i32x4.splat(0), vlow3 = i32x4.splat(0);
-  for (let r = 0; r < chunks; r++) {
-    // Each plane shifts the chunk right by BITS, so every shift is by a constant.
-    let v = v128.load(codes + (<usize>r << 4));
-    for (let s = 0; s < planes; s++, v = i16x8.shr_u(v, BITS)) {
-      const wq = w + (<usize>(r * planes + s) << 5);
-      if (mode == RELAXED) {
-        const k = v128.and(v, vmask8);
-        vacc0 = i16x8.add(vacc0, dotI8I7(v128.load(wq), k));
-        vlow0 = i16x8.add(vlow0, dotI8I7(v128.load(wq, 16), k));
-        vacc1 = i16x8.add(vacc1, dotI8I7(v128.load(wq + rowStride), k));
-        vlow1 = i16x8.add(vlow1, dotI8I7(v128.load(wq + rowStride, 16), k));
-        vacc2 = i16x8.add(vacc2, dotI8I7(v128.load(wq + 2 * rowStride), k));
-        vlow2 = i16x8.add(vlow2, dotI8I7(v128.load(wq + 2 * rowStride, 16), k));
-        vacc3 = i16x8.add(vacc3, dotI8I7(v128.load(wq + 3 * rowStride), k));
-        vlow3 = i16x8.add(vlow3, dotI8I7(v128.load(wq + 3 * rowStride, 16), k));
-      } else {
-        const e = v128.and(v, vmask16);
-        const o = v128.and(i16x8.shr_u(v, 8), vmask16);
-        vacc0 = i32x4.add(vacc0, i32x4.add(i32x4.dot_i16x8_s(e, v128.load(wq)), i32x4.dot_i16x8_s(o, v128.load(wq, 16))));
-        vacc1 = i32x4.add(vacc1, i32x4.add(i32x4.dot_i16x8_s(e, v128.load(wq + rowStride)), i32x4.dot_i16x8_s(o, v128.load(wq + rowStride, 16))));
-        vacc2 = i32x4.add(vacc2, i32x4.add(i32x4.dot_i16x8_s(e, v128.load(wq + 2 * rowStride)), i32x4.dot_i16x8_s(o, v128.load(wq + 2 * rowStride, 16))));
-        vacc3 = i32x4.add(vacc3, i32x4.add(i32x4.dot_i16x8_s(e, v128.load(wq + 3 * rowStride)), i32x4.dot_i16x8_s(o, v128.load(wq + 3 * rowStride, 16))));
-      }
-    }
-  }
-  if (mode == RELAXED) {
-    vacc0 = highLowSums(vacc0, vlow0);
-    vacc1 = highLowSums(vacc1, vlow1);
-    vacc2 = highLowSums(vacc2, vlow2);
-    vacc3 = highLowSums(vacc3, vlow3);
+  for (let i = 0; i < (VALUE_BLOCK >> 2); i++) {
+    const planes = 8 / BITS;
+    const v = v128.load(codes + <usize>((i / planes) << 4));
+    const shift = (i % planes) * BITS;
+    const vmask16 = i16x8.splat(<i16>((<i32>1 << BITS) - 1));
+    const e = v128.and(i16x8.shr_u(v, shift), vmask16);
+    const o = v128.and(i16x8.shr_u(v, shift + 8), vmask16);
+    const wq = w + (<usize>i << 5);
+    vacc0 = i32x4.add(vacc0, wideStep(e, o, wq));
+    vacc1 = i32x4.add(vacc1, wideStep(e, o, wq + rowStride));
+    vacc2 = i32x4.add(vacc2, wideStep(e, o, wq + 2 * rowStride));
+    vacc3 = i32x4.add(vacc3, wideStep(e, o, wq + 3 * rowStride));
   }
   v128.store(out, madd(f32x4.splat(load<f32>(gammas)), f32x4.convert_i32x4_s(vacc0), v128.load(out)));
   v128.store(out + outRowBytes, madd(f32x4.splat(load<f32>(gammas + gammaStride)), f32x4.convert_i32x4_s(vacc1), v128.load(out + outRowBytes)));
@@ -775,31 +795,49 @@ function prepareValueWeights(
   v128.store(out + 3 * outRowBytes, madd(f32x4.splat(load<f32>(gammas + 3 * gammaStride)), f32x4.convert_i32x4_s(vacc3), v128.load(out + 3 * outRowBytes)));
 }
 
-/** The same for one query row. */
+/** The same for one query row, in either mode, the eight steps unrolled (every shift and offset a
+ *  constant): the loop of the MHA decode step. RELAXED sums the products of the high and of the low
+ *  weight bytes in i16 lanes: at most 8 steps × 2 products × 128 × 15 = 30720 per lane. */
 // @ts-ignore: decorator
 @inline function valueQuadRow1(BITS: i32, mode: i32, codes: usize, w: usize, out: usize, gamma: f32): void {
-  const planes = 8 / BITS;
-  const chunks = (VALUE_BLOCK * BITS) >> 5;
-  const vmask16 = i16x8.splat(<i16>((<i32>1 << BITS) - 1));
-  const vmask8 = i8x16.splat(<i8>((<i32>1 << BITS) - 1));
-  let vacc = i32x4.splat(0), vlow = i32x4.splat(0);
-  for (let r = 0; r < chunks; r++) {
-    let v = v128.load(codes + (<usize>r << 4));
-    for (let s = 0; s < planes; s++, v = i16x8.shr_u(v, BITS)) {
-      const wq = w + (<usize>(r * planes + s) << 5);
-      if (mode == RELAXED) {
-        const k = v128.and(v, vmask8);
-        vacc = i16x8.add(vacc, dotI8I7(v128.load(wq), k));
-        vlow = i16x8.add(vlow, dotI8I7(v128.load(wq, 16), k));
-      } else {
-        const e = v128.and(v, vmask16);
-        const o = v128.and(i16x8.shr_u(v, 8), vmask16);
-        vacc = i32x4.add(vacc, i32x4.add(i32x4.dot_i16x8_s(e, v128.load(wq)), i32x4.dot_i16x8_s(o, v128.load(wq, 16))));
-      }
-    }
+  let vsum: v128;
+  if (mode == RELAXED) {
+    let k = stepBytes(BITS, codes, 0);
+    let vhigh = dotI8I7(v128.load(w), k);
+    let vlow = dotI8I7(v128.load(w, 16), k);
+    k = stepBytes(BITS, codes, 1);
+    vhigh = i16x8.add(vhigh, dotI8I7(v128.load(w, 32), k));
+    vlow = i16x8.add(vlow, dotI8I7(v128.load(w, 48), k));
+    k = stepBytes(BITS, codes, 2);
+    vhigh = i16x8.add(vhigh, dotI8I7(v128.load(w, 64), k));
+    vlow = i16x8.add(vlow, dotI8I7(v128.load(w, 80), k));
+    k = stepBytes(BITS, codes, 3);
+    vhigh = i16x8.add(vhigh, dotI8I7(v128.load(w, 96), k));
+    vlow = i16x8.add(vlow, dotI8I7(v128.load(w, 112), k));
+    k = stepBytes(BITS, codes, 4);
+    vhigh = i16x8.add(vhigh, dotI8I7(v128.load(w, 128), k));
+    vlow = i16x8.add(vlow, dotI8I7(v128.load(w, 144), k));
+    k = stepBytes(BITS, codes, 5);
+    vhigh = i16x8.add(vhigh, dotI8I7(v128.load(w, 160), k));
+    vlow = i16x8.add(vlow, dotI8I7(v128.load(w, 176), k));
+    k = stepBytes(BITS, codes, 6);
+    vhigh = i16x8.add(vhigh, dotI8I7(v128.load(w, 192), k));
+    vlow = i16x8.add(vlow, dotI8I7(v128.load(w, 208), k));
+    k = stepBytes(BITS, codes, 7);
+    vhigh = i16x8.add(vhigh, dotI8I7(v128.load(w, 224), k));
+    vlow = i16x8.add(vlow, dotI8I7(v128.load(w, 240), k));
+    vsum = highLowSums(vhigh, vlow);
+  } else {
+    vsum = wideStep(stepEven(BITS, codes, 0), stepOdd(BITS, codes, 0), w);
+    vsum = i32x4.add(vsum, wideStep(stepEven(BITS, codes, 1), stepOdd(BITS, codes, 1), w + 32));
+    vsum = i32x4.add(vsum, wideStep(stepEven(BITS, codes, 2), stepOdd(BITS, codes, 2), w + 64));
+    vsum = i32x4.add(vsum, wideStep(stepEven(BITS, codes, 3), stepOdd(BITS, codes, 3), w + 96));
+    vsum = i32x4.add(vsum, wideStep(stepEven(BITS, codes, 4), stepOdd(BITS, codes, 4), w + 128));
+    vsum = i32x4.add(vsum, wideStep(stepEven(BITS, codes, 5), stepOdd(BITS, codes, 5), w + 160));
+    vsum = i32x4.add(vsum, wideStep(stepEven(BITS, codes, 6), stepOdd(BITS, codes, 6), w + 192));
+    vsum = i32x4.add(vsum, wideStep(stepEven(BITS, codes, 7), stepOdd(BITS, codes, 7), w + 224));
   }
-  if (mode == RELAXED) vacc = highLowSums(vacc, vlow);
-  v128.store(out, madd(f32x4.splat(gamma), f32x4.convert_i32x4_s(vacc), v128.load(out)));
+  v128.store(out, madd(f32x4.splat(gamma), f32x4.convert_i32x4_s(vsum), v128.load(out)));
 }
 
 /** The integer value kernel over one block's channel quads, for a compile-time BITS. */
@@ -813,10 +851,11 @@ function prepareValueWeights(
   const rowWeights = <usize>groups * groupWeights;
   const outRowBytes = <usize>D << 2;
   let m = 0;
-  for (; m + 4 <= rows; m += 4) {
+  // RELAXED serves fewer than four rows (see qtoken_f32_accumulate).
+  for (; mode == WIDE && m + 4 <= rows; m += 4) {
     for (let c = 0; c < D; c += 4) {
       const g = c / gv;
-      valueQuadRows4(BITS, mode, codes + <usize>(c >> 2) * quadBytes, prepared + <usize>m * rowWeights + <usize>g * groupWeights, rowWeights,
+      valueQuadRows4(BITS, codes + <usize>(c >> 2) * quadBytes, prepared + <usize>m * rowWeights + <usize>g * groupWeights, rowWeights,
         out + <usize>m * outRowBytes + (<usize>c << 2), outRowBytes, gammas + (<usize>(m * groups + g) << 2), <usize>groups << 2);
     }
   }
@@ -862,8 +901,11 @@ export function qtoken_f32_accumulate(
       const mode = ASC_FEATURE_RELAXED_SIMD && bits <= 4 && rows < 4 ? RELAXED : WIDE;
       prepareValueWeights(rows, valid, groups, mode, w0, weightRowBytes, scales, zeros, prepared, gammas, zeroSums, work);
       const codes = block + codeOffset;
-      if (bits == 2) valueBlockAccumulate(2, mode, rows, D, gv, codes, prepared, gammas, out);
-      else if (bits == 4) valueBlockAccumulate(4, mode, rows, D, gv, codes, prepared, gammas, out);
+      if (mode == RELAXED) {
+        if (bits == 2) valueBlockAccumulate(2, RELAXED, rows, D, gv, codes, prepared, gammas, out);
+        else valueBlockAccumulate(4, RELAXED, rows, D, gv, codes, prepared, gammas, out);
+      } else if (bits == 2) valueBlockAccumulate(2, WIDE, rows, D, gv, codes, prepared, gammas, out);
+      else if (bits == 4) valueBlockAccumulate(4, WIDE, rows, D, gv, codes, prepared, gammas, out);
       else valueBlockAccumulate(8, WIDE, rows, D, gv, codes, prepared, gammas, out);
       continue;
     }

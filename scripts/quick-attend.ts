@@ -1,0 +1,50 @@
+// Development aid: a fast side-by-side timing of one decode step (attend) for a few shapes and builds,
+// interleaved round-robin so that machine noise hits every configuration alike. Not the benchmark of
+// record (that is `npm run bench`); use it to compare kernel changes in a minute.
+//   node --experimental-wasm-relaxed-simd --no-liftoff --import tsx scripts/quick-attend.ts [N] [bits,...]
+import { Kivi, type Bits, type VariantName } from '../src/index';
+import { generate } from '../bench/data';
+import { SHAPES } from '../bench/options';
+
+const N = Number(process.argv[2] ?? 32768);
+const bitsList = (process.argv[3] ?? '2,32').split(',').map(Number) as Bits[];
+const builds: VariantName[] = ['simd', 'relaxed-simd'];
+const shapes = SHAPES.filter((s) => s.name !== 'llama3.2-1b');
+const SOURCE_TOKENS = 2048;
+
+interface Config { label: string; run: () => void; samples: number[]; kvHeads: number }
+const configs: Config[] = [];
+for (const shape of shapes) {
+  const data = generate(shape, SOURCE_TOKENS);
+  const width = shape.kvHeads * shape.headDim;
+  const out = new Float32Array(shape.queryHeads * shape.headDim);
+  for (const variant of builds) {
+    const kivi = await Kivi.load({ variant });
+    for (const bits of bitsList) {
+      const cache = kivi.createCache({ layers: 1, queryHeads: shape.queryHeads, kvHeads: shape.kvHeads, headDim: shape.headDim, bits, groupSize: 32, residual: 128, maxTokens: N });
+      for (let from = 0; from < N - 1; from += 512) {
+        const n = Math.min(512, N - 1 - from);
+        const at = from % SOURCE_TOKENS;
+        const take = Math.min(n, SOURCE_TOKENS - at);
+        cache.append(0, data.keys.subarray(at * width, (at + take) * width), data.values.subarray(at * width, (at + take) * width));
+        if (take < n) cache.append(0, data.keys.subarray(0, (n - take) * width), data.values.subarray(0, (n - take) * width));
+      }
+      cache.append(0, data.keys.subarray(0, width), data.values.subarray(0, width));
+      configs.push({ label: `${shape.name} ${variant} ${bits === 32 ? 'f32' : `KIVI-${bits}`}`, run: () => cache.attend(0, data.query, out), samples: [], kvHeads: shape.kvHeads });
+    }
+  }
+}
+for (const c of configs) for (let i = 0; i < 3; i++) c.run();
+const ROUNDS = Number(process.env.ROUNDS ?? 15);
+for (let r = 0; r < ROUNDS; r++) {
+  for (const c of configs) {
+    const t0 = performance.now();
+    c.run();
+    c.samples.push(performance.now() - t0);
+  }
+}
+const median = (a: number[]): number => { const s = [...a].sort((x, y) => x - y); return s[s.length >> 1]!; };
+for (const c of configs) {
+  const ms = median(c.samples);
+  console.log(`${c.label.padEnd(32)} ${ms.toFixed(2).padStart(7)} ms  ${((ms * 1e6) / (N * c.kvHeads)).toFixed(1).padStart(6)} ns/token/kv head`);
+}

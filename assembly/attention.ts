@@ -36,6 +36,12 @@ import { roundToI32 } from './simd';
 // @ts-ignore: decorator
 @inline const QMAX: f32 = 32639;
 
+/** 1.5·2^23: adding it to |x| < 2^22 rounds x to an integer (nearest even) and leaves that integer,
+ *  two's complement, in the low bits of the sum's bits, so the low 16 bits are round(x) as an i16
+ *  (the same rounding as roundToI32). */
+// @ts-ignore: decorator
+@inline const ROUND_MAGIC: f32 = 12582912.0;
+
 /** Splits i16 lanes q into signed bytes: low = ((q + 128) & 255) - 128, high = (q + 128) >> 8. */
 // @ts-ignore: decorator
 @inline function splitHigh(vq: v128): v128 {
@@ -435,6 +441,34 @@ function prepareKeyQueries(
   }
 }
 
+// One function per (bits, mode, tail) instance of the key kernel, so that every branch on them is
+// resolved at compile time. (Branches around inlined bodies are not enough: the optimizer merges
+// bodies that differ only in a constant back into one, with `bits` a variable again.)
+function keyScoresRelaxed2(rows: i32, D: i32, codes: usize, prepared: usize, alphaBeta: usize, blockScores: usize, scoreRowBytes: usize): void {
+  keyBlockScores(2, RELAXED, false, rows, D, codes, prepared, alphaBeta, blockScores, scoreRowBytes);
+}
+function keyScoresRelaxed4(rows: i32, D: i32, codes: usize, prepared: usize, alphaBeta: usize, blockScores: usize, scoreRowBytes: usize): void {
+  keyBlockScores(4, RELAXED, false, rows, D, codes, prepared, alphaBeta, blockScores, scoreRowBytes);
+}
+function keyScoresWide2(rows: i32, D: i32, codes: usize, prepared: usize, alphaBeta: usize, blockScores: usize, scoreRowBytes: usize): void {
+  keyBlockScores(2, WIDE, false, rows, D, codes, prepared, alphaBeta, blockScores, scoreRowBytes);
+}
+function keyScoresWide4(rows: i32, D: i32, codes: usize, prepared: usize, alphaBeta: usize, blockScores: usize, scoreRowBytes: usize): void {
+  keyBlockScores(4, WIDE, false, rows, D, codes, prepared, alphaBeta, blockScores, scoreRowBytes);
+}
+function keyScoresWide8(rows: i32, D: i32, codes: usize, prepared: usize, alphaBeta: usize, blockScores: usize, scoreRowBytes: usize): void {
+  keyBlockScores(8, WIDE, false, rows, D, codes, prepared, alphaBeta, blockScores, scoreRowBytes);
+}
+function keyScoresWideTail2(rows: i32, D: i32, codes: usize, prepared: usize, alphaBeta: usize, blockScores: usize, scoreRowBytes: usize): void {
+  keyBlockScores(2, WIDE, true, rows, D, codes, prepared, alphaBeta, blockScores, scoreRowBytes);
+}
+function keyScoresWideTail4(rows: i32, D: i32, codes: usize, prepared: usize, alphaBeta: usize, blockScores: usize, scoreRowBytes: usize): void {
+  keyBlockScores(4, WIDE, true, rows, D, codes, prepared, alphaBeta, blockScores, scoreRowBytes);
+}
+function keyScoresWideTail8(rows: i32, D: i32, codes: usize, prepared: usize, alphaBeta: usize, blockScores: usize, scoreRowBytes: usize): void {
+  keyBlockScores(8, WIDE, true, rows, D, codes, prepared, alphaBeta, blockScores, scoreRowBytes);
+}
+
 /** Scores against per-channel key blocks (the KIVI default for keys).
  *  score_t = Σ_c (q_c·s_c)·code_{c,t} + Σ_c q_c·z_c, per block (integer form above in SIMD builds).
  *  scratch: 4·(G·D + 3·D + rows·D) bytes. */
@@ -465,18 +499,17 @@ export function qchannel_f32_scores(
       prepareKeyQueries(rows, D, qmax, mode, queries, scales, zeros, prepared, alphaBeta, work);
       const codes = block + (<usize>D << 2);
       const blockScores = scores + (<usize>(b * G) << 2);
-      // One instance per (bits, mode, tail), so every branch on them is resolved at compile time.
       if (mode == RELAXED) {
-        if (bits == 2) keyBlockScores(2, RELAXED, false, rows, D, codes, prepared, alphaBeta, blockScores, scoreRowBytes);
-        else keyBlockScores(4, RELAXED, false, rows, D, codes, prepared, alphaBeta, blockScores, scoreRowBytes);
+        if (bits == 2) keyScoresRelaxed2(rows, D, codes, prepared, alphaBeta, blockScores, scoreRowBytes);
+        else keyScoresRelaxed4(rows, D, codes, prepared, alphaBeta, blockScores, scoreRowBytes);
       } else if (tail) {
-        if (bits == 2) keyBlockScores(2, WIDE, true, rows, D, codes, prepared, alphaBeta, blockScores, scoreRowBytes);
-        else if (bits == 4) keyBlockScores(4, WIDE, true, rows, D, codes, prepared, alphaBeta, blockScores, scoreRowBytes);
-        else keyBlockScores(8, WIDE, true, rows, D, codes, prepared, alphaBeta, blockScores, scoreRowBytes);
+        if (bits == 2) keyScoresWideTail2(rows, D, codes, prepared, alphaBeta, blockScores, scoreRowBytes);
+        else if (bits == 4) keyScoresWideTail4(rows, D, codes, prepared, alphaBeta, blockScores, scoreRowBytes);
+        else keyScoresWideTail8(rows, D, codes, prepared, alphaBeta, blockScores, scoreRowBytes);
       } else {
-        if (bits == 2) keyBlockScores(2, WIDE, false, rows, D, codes, prepared, alphaBeta, blockScores, scoreRowBytes);
-        else if (bits == 4) keyBlockScores(4, WIDE, false, rows, D, codes, prepared, alphaBeta, blockScores, scoreRowBytes);
-        else keyBlockScores(8, WIDE, false, rows, D, codes, prepared, alphaBeta, blockScores, scoreRowBytes);
+        if (bits == 2) keyScoresWide2(rows, D, codes, prepared, alphaBeta, blockScores, scoreRowBytes);
+        else if (bits == 4) keyScoresWide4(rows, D, codes, prepared, alphaBeta, blockScores, scoreRowBytes);
+        else keyScoresWide8(rows, D, codes, prepared, alphaBeta, blockScores, scoreRowBytes);
       }
     }
     store<u32>(work, touched); // keeps the early loads
@@ -690,8 +723,10 @@ export function f32_f32_accumulate(
  * Also adds Σ_t w_t·z_{t,g} to zeroSums. scales, zeros: f32 [groups][VB] (0 for tokens not in the
  * block); weights: the first `valid` of [VB] belong to the block.
  *   prepared: rows × groups × (VB/4) × 32 bytes;  gammas: rows × groups f32;  work: VB f32
+ * The bytes come straight from the rounding (see ROUND_MAGIC) with one byte shuffle per operand.
  */
-function prepareValueWeights(
+// @ts-ignore: decorator
+@inline function prepareValueWeights(
   rows: i32, valid: i32, groups: i32, mode: i32, weights: usize, weightRowBytes: usize,
   scales: usize, zeros: usize, prepared: usize, gammas: usize, zeroSums: usize, work: usize,
 ): void {
@@ -707,6 +742,7 @@ function prepareValueWeights(
     for (let g = 0; g < groups; g++) {
       const s = scales + (<usize>(g * VALUE_BLOCK) << 2);
       const z = zeros + (<usize>(g * VALUE_BLOCK) << 2);
+      // Weights and scales are >= 0, so the largest product is the largest magnitude.
       let vmax = f32x4.splat(0);
       let vzero = f32x4.splat(0);
       for (let q = 0; q < quads; q++) {
@@ -723,17 +759,16 @@ function prepareValueWeights(
       const out = prepared + (<usize>((m * groups + g) * quads) << 5);
       for (let q = 0; q < quads; q++) {
         const offset = <usize>q << 4;
-        const va = roundToI32(f32x4.mul(f32x4.mul(v128.load(w + offset), v128.load(s + offset)), vinverse));
+        const vrounded = f32x4.add(f32x4.mul(f32x4.mul(v128.load(w + offset), v128.load(s + offset)), vinverse), f32x4.splat(ROUND_MAGIC));
         const at = out + (<usize>q << 5);
         if (mode == RELAXED) {
-          const vq = i16x8.narrow_i32x4_s(va, va);
-          v128.store(at, i32x4.splat(i32x4.extract_lane(i8x16.narrow_i16x8_s(splitHigh(vq), splitHigh(vq)), 0)));
-          v128.store(at, i32x4.splat(i32x4.extract_lane(i8x16.narrow_i16x8_s(splitLow(vq), splitLow(vq)), 0)), 16);
+          // â = 256·high + low: low is â's low byte (signed), high the second byte of â + 128.
+          const vbiased = i32x4.add(vrounded, i32x4.splat(128));
+          v128.store(at, i8x16.shuffle(vbiased, vbiased, 1, 5, 9, 13, 1, 5, 9, 13, 1, 5, 9, 13, 1, 5, 9, 13));
+          v128.store(at, i8x16.shuffle(vrounded, vrounded, 0, 4, 8, 12, 0, 4, 8, 12, 0, 4, 8, 12, 0, 4, 8, 12), 16);
         } else {
-          const veven = i32x4.shuffle(va, va, 0, 2, 0, 2);
-          const vodd = i32x4.shuffle(va, va, 1, 3, 1, 3);
-          v128.store(at, i16x8.narrow_i32x4_s(veven, veven));
-          v128.store(at, i16x8.narrow_i32x4_s(vodd, vodd), 16);
+          v128.store(at, i8x16.shuffle(vrounded, vrounded, 0, 1, 8, 9, 0, 1, 8, 9, 0, 1, 8, 9, 0, 1, 8, 9));
+          v128.store(at, i8x16.shuffle(vrounded, vrounded, 4, 5, 12, 13, 4, 5, 12, 13, 4, 5, 12, 13, 4, 5, 12, 13), 16);
         }
       }
     }
@@ -871,6 +906,31 @@ function prepareValueWeights(
   }
 }
 
+// One function per (bits, mode) instance of the value kernel (see keyScoresRelaxed2).
+function prepareValueWeightsRelaxed(rows: i32, valid: i32, groups: i32, weights: usize, weightRowBytes: usize,
+  scales: usize, zeros: usize, prepared: usize, gammas: usize, zeroSums: usize, work: usize): void {
+  prepareValueWeights(rows, valid, groups, RELAXED, weights, weightRowBytes, scales, zeros, prepared, gammas, zeroSums, work);
+}
+function prepareValueWeightsWide(rows: i32, valid: i32, groups: i32, weights: usize, weightRowBytes: usize,
+  scales: usize, zeros: usize, prepared: usize, gammas: usize, zeroSums: usize, work: usize): void {
+  prepareValueWeights(rows, valid, groups, WIDE, weights, weightRowBytes, scales, zeros, prepared, gammas, zeroSums, work);
+}
+function valueSumsRelaxed2(rows: i32, D: i32, gv: i32, codes: usize, prepared: usize, gammas: usize, out: usize): void {
+  valueBlockAccumulate(2, RELAXED, rows, D, gv, codes, prepared, gammas, out);
+}
+function valueSumsRelaxed4(rows: i32, D: i32, gv: i32, codes: usize, prepared: usize, gammas: usize, out: usize): void {
+  valueBlockAccumulate(4, RELAXED, rows, D, gv, codes, prepared, gammas, out);
+}
+function valueSumsWide2(rows: i32, D: i32, gv: i32, codes: usize, prepared: usize, gammas: usize, out: usize): void {
+  valueBlockAccumulate(2, WIDE, rows, D, gv, codes, prepared, gammas, out);
+}
+function valueSumsWide4(rows: i32, D: i32, gv: i32, codes: usize, prepared: usize, gammas: usize, out: usize): void {
+  valueBlockAccumulate(4, WIDE, rows, D, gv, codes, prepared, gammas, out);
+}
+function valueSumsWide8(rows: i32, D: i32, gv: i32, codes: usize, prepared: usize, gammas: usize, out: usize): void {
+  valueBlockAccumulate(8, WIDE, rows, D, gv, codes, prepared, gammas, out);
+}
+
 /** out[m] += Σ_t w[m][t]·(code·s_{t,g} + z_{t,g}) over value blocks (the KIVI default for values);
  *  `tokens` may end inside the last block.
  *  scratch: 4·(2·VB·D/gv + 2·rows·D/gv + VB) + rows·D/gv·(VB/4)·32 bytes. */
@@ -899,14 +959,17 @@ export function qtoken_f32_accumulate(
     const w0 = weights + (<usize>first << 2);
     if (ASC_FEATURE_SIMD) {
       const mode = ASC_FEATURE_RELAXED_SIMD && bits <= 4 && rows < 4 ? RELAXED : WIDE;
-      prepareValueWeights(rows, valid, groups, mode, w0, weightRowBytes, scales, zeros, prepared, gammas, zeroSums, work);
       const codes = block + codeOffset;
       if (mode == RELAXED) {
-        if (bits == 2) valueBlockAccumulate(2, RELAXED, rows, D, gv, codes, prepared, gammas, out);
-        else valueBlockAccumulate(4, RELAXED, rows, D, gv, codes, prepared, gammas, out);
-      } else if (bits == 2) valueBlockAccumulate(2, WIDE, rows, D, gv, codes, prepared, gammas, out);
-      else if (bits == 4) valueBlockAccumulate(4, WIDE, rows, D, gv, codes, prepared, gammas, out);
-      else valueBlockAccumulate(8, WIDE, rows, D, gv, codes, prepared, gammas, out);
+        prepareValueWeightsRelaxed(rows, valid, groups, w0, weightRowBytes, scales, zeros, prepared, gammas, zeroSums, work);
+        if (bits == 2) valueSumsRelaxed2(rows, D, gv, codes, prepared, gammas, out);
+        else valueSumsRelaxed4(rows, D, gv, codes, prepared, gammas, out);
+      } else {
+        prepareValueWeightsWide(rows, valid, groups, w0, weightRowBytes, scales, zeros, prepared, gammas, zeroSums, work);
+        if (bits == 2) valueSumsWide2(rows, D, gv, codes, prepared, gammas, out);
+        else if (bits == 4) valueSumsWide4(rows, D, gv, codes, prepared, gammas, out);
+        else valueSumsWide8(rows, D, gv, codes, prepared, gammas, out);
+      }
       continue;
     }
     // Scalar build: per token, the weight folded into each group's scale and zero.

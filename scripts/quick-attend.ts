@@ -1,6 +1,7 @@
 // Development aid: a fast side-by-side timing of one decode step (attend) for a few shapes and builds,
 // interleaved round-robin so that machine noise hits every configuration alike. Not the benchmark of
 // record (that is `npm run bench`); use it to compare kernel changes in a minute.
+//   [BUILDS=simd,relaxed-simd] [SHAPES=llama2-7b,llama3-8b] [ROUNDS=15] \
 //   node --experimental-wasm-relaxed-simd --no-liftoff --import tsx scripts/quick-attend.ts [N] [bits,...]
 import { Kivi, type Bits, type VariantName } from '../src/index';
 import { generate } from '../bench/data';
@@ -8,8 +9,8 @@ import { SHAPES } from '../bench/options';
 
 const N = Number(process.argv[2] ?? 32768);
 const bitsList = (process.argv[3] ?? '2,32').split(',').map(Number) as Bits[];
-const builds: VariantName[] = ['simd', 'relaxed-simd'];
-const shapes = SHAPES.filter((s) => s.name !== 'llama3.2-1b');
+const builds = (process.env.BUILDS ?? 'simd,relaxed-simd').split(',') as VariantName[];
+const shapes = SHAPES.filter((s) => (process.env.SHAPES ?? 'llama2-7b,llama3-8b').split(',').includes(s.name));
 const SOURCE_TOKENS = 2048;
 
 interface Config { label: string; run: () => void; samples: number[]; kvHeads: number }

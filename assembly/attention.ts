@@ -26,7 +26,7 @@
 // four at a time where possible, so the query heads of a GQA group share each unpacked vector of
 // codes. The scalar build computes the same in f32.
 
-import { scalesZerosToF32 } from './half';
+import { scaleHalvesToF32, scalesZerosToF32, zeroHalvesToF32 } from './half';
 import { unpackPlanarF32 } from './pack';
 import { VALUE_BLOCK, valueCodeByte, valueCodeShift } from './layout';
 import { roundToI32 } from './simd';
@@ -228,24 +228,44 @@ export function f32_f32_scores(
  * Per-block query preparation for the integer key kernels: for each row, q̂ = round(q∘s · qmax /
  * max|q∘s|) and (α, β) = (max|q∘s| / qmax, q·z). q̂ is stored per 16-channel chunk as
  * WIDE: i16 [even channels 8][odd channels 8]; RELAXED: i8 high bytes [D] then low bytes [D].
- * A last chunk of 8 channels stores 4 + 4 (WIDE).
+ * A last chunk of 8 channels stores 4 + 4 (WIDE; RELAXED needs D % 16 == 0).
+ * The scales and zeros are read as the block's halves (HALVES: one row, converted as they are
+ * used) or as f32 [D] scales then [D] zeros at `scalesZeros` (several rows, converted once).
  *   prepared: rows × 2·D bytes;  alphaBeta: rows × 2 f32;  work: D f32
  */
-function prepareKeyQueries(
-  rows: i32, D: i32, qmax: f32, mode: i32, queries: usize, scales: usize, zeros: usize, prepared: usize, alphaBeta: usize, work: usize,
+// @ts-ignore: decorator
+@inline function prepareKeyQueries(
+  mode: i32, HALVES: bool, rows: i32, D: i32, qmax: f32, queries: usize, scalesZeros: usize, prepared: usize, alphaBeta: usize, work: usize,
 ): void {
   const queryBytes = <usize>D << 2;
   for (let m = 0; m < rows; m++) {
     const query = queries + <usize>m * queryBytes;
     let vmax = f32x4.splat(0);
     let vbeta = f32x4.splat(0);
-    for (let c = 0; c < D; c += 4) {
+    for (let c = 0; c < D; c += 8) {
       const offset = <usize>c << 2;
-      const vq = v128.load(query + offset);
-      const vqs = f32x4.mul(vq, v128.load(scales + offset));
-      v128.store(work + offset, vqs);
-      vmax = f32x4.pmax(vmax, f32x4.abs(vqs));
-      vbeta = madd(vq, v128.load(zeros + offset), vbeta);
+      let vs0: v128, vs1: v128, vz0: v128, vz1: v128;
+      if (HALVES) {
+        const vh = v128.load(scalesZeros + (<usize>c << 1));
+        const vz = v128.load(scalesZeros + (<usize>(D + c) << 1));
+        vs0 = scaleHalvesToF32(vh, false);
+        vs1 = scaleHalvesToF32(vh, true);
+        vz0 = zeroHalvesToF32(vz, false);
+        vz1 = zeroHalvesToF32(vz, true);
+      } else {
+        vs0 = v128.load(scalesZeros + offset);
+        vs1 = v128.load(scalesZeros + offset, 16);
+        vz0 = v128.load(scalesZeros + queryBytes + offset);
+        vz1 = v128.load(scalesZeros + queryBytes + offset, 16);
+      }
+      const vq0 = v128.load(query + offset);
+      const vq1 = v128.load(query + offset, 16);
+      const vqs0 = f32x4.mul(vq0, vs0);
+      const vqs1 = f32x4.mul(vq1, vs1);
+      v128.store(work + offset, vqs0);
+      v128.store(work + offset, vqs1, 16);
+      vmax = f32x4.pmax(vmax, f32x4.pmax(f32x4.abs(vqs0), f32x4.abs(vqs1)));
+      vbeta = madd(vq1, vz1, madd(vq0, vz0, vbeta));
     }
     const amax = maxLane(vmax);
     const vinverse = f32x4.splat(amax > 0 ? qmax / amax : 0);
@@ -258,12 +278,9 @@ function prepareKeyQueries(
         ? i16x8.narrow_i32x4_s(roundToI32(f32x4.mul(v128.load(work + offset, 32), vinverse)), roundToI32(f32x4.mul(v128.load(work + offset, 48), vinverse)))
         : i16x8.splat(0);
       if (mode == RELAXED) {
-        v128.store64_lane(out + <usize>c, i8x16.narrow_i16x8_s(splitHigh(va), splitHigh(vb)), 0);
-        v128.store64_lane(out + <usize>(D + c), i8x16.narrow_i16x8_s(splitLow(va), splitLow(vb)), 0);
-        if (full) {
-          v128.store64_lane(out + <usize>(c + 8), i8x16.narrow_i16x8_s(splitHigh(va), splitHigh(vb)), 1);
-          v128.store64_lane(out + <usize>(D + c + 8), i8x16.narrow_i16x8_s(splitLow(va), splitLow(vb)), 1);
-        }
+        // q̂ = 256·high + low: low is q̂'s low byte (signed), high the high byte of q̂ + 128.
+        v128.store(out + <usize>c, i8x16.narrow_i16x8_s(splitHigh(va), splitHigh(vb)));
+        v128.store(out + <usize>(D + c), i8x16.shuffle(va, vb, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30));
       } else if (full) {
         v128.store(out + (<usize>c << 1), v128.shuffle<i16>(va, vb, 0, 2, 4, 6, 8, 10, 12, 14));
         v128.store(out + (<usize>c << 1), v128.shuffle<i16>(va, vb, 1, 3, 5, 7, 9, 11, 13, 15), 16);
@@ -275,6 +292,20 @@ function prepareKeyQueries(
     store<f32>(alphaBeta + (<usize>m << 3), amax / qmax);
     store<f32>(alphaBeta + (<usize>m << 3), hsum(vbeta), 4);
   }
+}
+
+// One function per instance (see keyScoresRelaxed2).
+function prepareKeyQueriesRelaxedHalves(rows: i32, D: i32, qmax: f32, queries: usize, scalesZeros: usize, prepared: usize, alphaBeta: usize, work: usize): void {
+  prepareKeyQueries(RELAXED, true, rows, D, qmax, queries, scalesZeros, prepared, alphaBeta, work);
+}
+function prepareKeyQueriesRelaxedF32(rows: i32, D: i32, qmax: f32, queries: usize, scalesZeros: usize, prepared: usize, alphaBeta: usize, work: usize): void {
+  prepareKeyQueries(RELAXED, false, rows, D, qmax, queries, scalesZeros, prepared, alphaBeta, work);
+}
+function prepareKeyQueriesWideHalves(rows: i32, D: i32, qmax: f32, queries: usize, scalesZeros: usize, prepared: usize, alphaBeta: usize, work: usize): void {
+  prepareKeyQueries(WIDE, true, rows, D, qmax, queries, scalesZeros, prepared, alphaBeta, work);
+}
+function prepareKeyQueriesWideF32(rows: i32, D: i32, qmax: f32, queries: usize, scalesZeros: usize, prepared: usize, alphaBeta: usize, work: usize): void {
+  prepareKeyQueries(WIDE, false, rows, D, qmax, queries, scalesZeros, prepared, alphaBeta, work);
 }
 
 /** Even and odd bytes of 16-bit lanes, shifted by `shift` and masked: the codes of the even and the
@@ -495,8 +526,14 @@ export function qchannel_f32_scores(
     for (let b = 0; b < blocks; b++) {
       const block = keys + <usize>b * blockStride;
       if (bits >= 4 && b + 2 < blocks) touched |= touchAhead(block + 2 * blockStride, blockStride);
-      scalesZerosToF32(D, block, scales); // zeros follow the scales in the block and in scratch
-      prepareKeyQueries(rows, D, qmax, mode, queries, scales, zeros, prepared, alphaBeta, work);
+      if (rows == 1) {
+        if (mode == RELAXED) prepareKeyQueriesRelaxedHalves(rows, D, qmax, queries, block, prepared, alphaBeta, work);
+        else prepareKeyQueriesWideHalves(rows, D, qmax, queries, block, prepared, alphaBeta, work);
+      } else {
+        scalesZerosToF32(D, block, scales); // zeros follow the scales in the block and in scratch
+        if (mode == RELAXED) prepareKeyQueriesRelaxedF32(rows, D, qmax, queries, scales, prepared, alphaBeta, work);
+        else prepareKeyQueriesWideF32(rows, D, qmax, queries, scales, prepared, alphaBeta, work);
+      }
       const codes = block + (<usize>D << 2);
       const blockScores = scores + (<usize>(b * G) << 2);
       if (mode == RELAXED) {

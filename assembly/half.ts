@@ -72,25 +72,36 @@ export function f16ToF32(h: u32): f32 {
   return v128.or(f32x4.mul(magnitude, f32x4.splat(reinterpret<f32>(F32_TWO_POW_112))), sign);
 }
 
+/** Four of eight scale halves (lanes 0-3, or 4-7 if `high`) to f32. Scales are never negative
+ *  ((max - min) / levels), so the conversion drops the sign handling: shift into place, rescale. */
+// @ts-ignore: decorator
+@inline export function scaleHalvesToF32(vh: v128, high: bool): v128 {
+  const widened = high ? i32x4.extend_high_i16x8_u(vh) : i32x4.extend_low_i16x8_u(vh);
+  return f32x4.mul(i32x4.shl(widened, 13), f32x4.splat(reinterpret<f32>(F32_TWO_POW_112)));
+}
+
+/** Four of eight zero halves (any sign) to f32: widened with sign extension; the mask keeps the
+ *  sign bit and clears the three bits the extension copied above the half's own sign. */
+// @ts-ignore: decorator
+@inline export function zeroHalvesToF32(vz: v128, high: bool): v128 {
+  const widened = high ? i32x4.extend_high_i16x8_s(vz) : i32x4.extend_low_i16x8_s(vz);
+  return f32x4.mul(v128.and(i32x4.shl(widened, 13), i32x4.splat(0x8fffffff)), f32x4.splat(reinterpret<f32>(F32_TWO_POW_112)));
+}
+
 /** A group block's `count` scale halves followed by `count` zero halves (at src) to `count` f32
- *  scales followed by `count` f32 zeros (at dst). Scales are never negative ((max - min) / levels),
- *  so their conversion drops the sign handling: shift into place and rescale. Zeros are widened
- *  with sign extension; the mask keeps the sign bit and clears the three bits the extension copied
- *  above the half's own sign. */
+ *  scales followed by `count` f32 zeros (at dst). */
 export function scalesZerosToF32(count: i32, src: usize, dst: usize): void {
   let i = 0;
   if (ASC_FEATURE_SIMD) {
-    const vrescale = f32x4.splat(reinterpret<f32>(F32_TWO_POW_112));
-    const vkeep = i32x4.splat(0x8fffffff);
     for (; i + 8 <= count; i += 8) {
       const vh = v128.load(src + (<usize>i << 1));
       const out = dst + (<usize>i << 2);
-      v128.store(out, f32x4.mul(i32x4.shl(i32x4.extend_low_i16x8_u(vh), 13), vrescale));
-      v128.store(out, f32x4.mul(i32x4.shl(i32x4.extend_high_i16x8_u(vh), 13), vrescale), 16);
+      v128.store(out, scaleHalvesToF32(vh, false));
+      v128.store(out, scaleHalvesToF32(vh, true), 16);
       const vz = v128.load(src + (<usize>(count + i) << 1));
       const zout = dst + (<usize>(count + i) << 2);
-      v128.store(zout, f32x4.mul(v128.and(i32x4.shl(i32x4.extend_low_i16x8_s(vz), 13), vkeep), vrescale));
-      v128.store(zout, f32x4.mul(v128.and(i32x4.shl(i32x4.extend_high_i16x8_s(vz), 13), vkeep), vrescale), 16);
+      v128.store(zout, zeroHalvesToF32(vz, false));
+      v128.store(zout, zeroHalvesToF32(vz, true), 16);
     }
   }
   for (; i < count; i++) {

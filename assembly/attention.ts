@@ -29,7 +29,7 @@
 import { scaleHalvesToF32, scalesZerosToF32, zeroHalvesToF32 } from './half';
 import { unpackPlanarF32 } from './pack';
 import { VALUE_BLOCK, valueCodeByte, valueCodeShift } from './layout';
-import { roundToI32 } from './simd';
+import { byteMask, constant, Constant, pickBytes, roundToI32, shortMask } from './simd';
 
 /** Largest magnitude of a quantized query or weight: 16 bits, less 128 so that it splits into a
  *  high and a low signed byte (q = 256·high + low, both in -128..127) for the relaxed dot product. */
@@ -324,10 +324,8 @@ function prepareKeyQueriesWideF32(rows: i32, D: i32, qmax: f32, queries: usize, 
  *  row. BITS, mode and TAIL are compile-time constants at every call, so shifts are immediates and
  *  the loop holds no branches; TAIL (D % 16 == 8) adds a last chunk of 8 channels. */
 // @ts-ignore: decorator
-@inline function keyRowDot1(BITS: i32, mode: i32, TAIL: bool, D: i32, row: usize, q: usize): v128 {
+@inline function keyRowDot1(BITS: i32, mode: i32, TAIL: bool, D: i32, row: usize, q: usize, vmask8: v128, vmask16: v128): v128 {
   const planes = 8 / BITS;
-  const vmask16 = i16x8.splat(<i16>((<i32>1 << BITS) - 1));
-  const vmask8 = i8x16.splat(<i8>((<i32>1 << BITS) - 1));
   let vacc0 = i32x4.splat(0), vacc1 = i32x4.splat(0), vacc2 = i32x4.splat(0), vacc3 = i32x4.splat(0);
   let vlow0 = i32x4.splat(0), vlow1 = i32x4.splat(0), vlow2 = i32x4.splat(0), vlow3 = i32x4.splat(0);
   for (let c = 0; TAIL ? c < D : c + 16 <= D; c += 16) {
@@ -379,10 +377,8 @@ function prepareKeyQueriesWideF32(rows: i32, D: i32, qmax: f32, queries: usize, 
 /** [Σ q̂_m·code for m = 0..3] for the token of one plane (`shift` = s·BITS, a constant) of one code
  *  row, four query rows (prepared 2·D bytes apart) sharing each unpacked vector of codes. */
 // @ts-ignore: decorator
-@inline function keyPlaneDot4(BITS: i32, mode: i32, TAIL: bool, D: i32, row: usize, shift: i32, q: usize): v128 {
+@inline function keyPlaneDot4(BITS: i32, mode: i32, TAIL: bool, D: i32, row: usize, shift: i32, q: usize, vmask8: v128, vmask16: v128): v128 {
   const stride = <usize>(2 * D);
-  const vmask16 = i16x8.splat(<i16>((<i32>1 << BITS) - 1));
-  const vmask8 = i8x16.splat(<i8>((<i32>1 << BITS) - 1));
   let vacc0 = i32x4.splat(0), vacc1 = i32x4.splat(0), vacc2 = i32x4.splat(0), vacc3 = i32x4.splat(0);
   let vlow0 = i32x4.splat(0), vlow1 = i32x4.splat(0), vlow2 = i32x4.splat(0), vlow3 = i32x4.splat(0);
   for (let c = 0; TAIL ? c < D : c + 16 <= D; c += 16) {
@@ -438,6 +434,8 @@ function prepareKeyQueriesWideF32(rows: i32, D: i32, qmax: f32, queries: usize, 
 ): void {
   const planes = 8 / BITS;
   const rowBytes = (32 * BITS) >> 3; // W = G·b/8 with G = 32 (other G use the generic loop below)
+  const vmask8 = byteMask(BITS);
+  const vmask16 = shortMask(BITS);
   let m = 0;
   // RELAXED serves fewer than four rows (see qchannel_f32_scores).
   for (; mode == WIDE && m + 4 <= rows; m += 4) {
@@ -448,14 +446,14 @@ function prepareKeyQueriesWideF32(rows: i32, D: i32, qmax: f32, queries: usize, 
     const out = blockScores + <usize>m * scoreRowBytes;
     for (let j = 0; j < rowBytes; j++) {
       const row = codes + <usize>(j * D);
-      storeLanes(madd(valpha, f32x4.convert_i32x4_s(keyPlaneDot4(BITS, mode, TAIL, D, row, 0, q)), vbeta), out + (<usize>j << 2), scoreRowBytes, 4);
+      storeLanes(madd(valpha, f32x4.convert_i32x4_s(keyPlaneDot4(BITS, mode, TAIL, D, row, 0, q, vmask8, vmask16)), vbeta), out + (<usize>j << 2), scoreRowBytes, 4);
       if (planes > 1) {
         const at = out + (<usize>(j + rowBytes) << 2);
-        storeLanes(madd(valpha, f32x4.convert_i32x4_s(keyPlaneDot4(BITS, mode, TAIL, D, row, BITS, q)), vbeta), at, scoreRowBytes, 4);
+        storeLanes(madd(valpha, f32x4.convert_i32x4_s(keyPlaneDot4(BITS, mode, TAIL, D, row, BITS, q, vmask8, vmask16)), vbeta), at, scoreRowBytes, 4);
       }
       if (planes > 2) {
-        storeLanes(madd(valpha, f32x4.convert_i32x4_s(keyPlaneDot4(BITS, mode, TAIL, D, row, 2 * BITS, q)), vbeta), out + (<usize>(j + 2 * rowBytes) << 2), scoreRowBytes, 4);
-        storeLanes(madd(valpha, f32x4.convert_i32x4_s(keyPlaneDot4(BITS, mode, TAIL, D, row, 3 * BITS, q)), vbeta), out + (<usize>(j + 3 * rowBytes) << 2), scoreRowBytes, 4);
+        storeLanes(madd(valpha, f32x4.convert_i32x4_s(keyPlaneDot4(BITS, mode, TAIL, D, row, 2 * BITS, q, vmask8, vmask16)), vbeta), out + (<usize>(j + 2 * rowBytes) << 2), scoreRowBytes, 4);
+        storeLanes(madd(valpha, f32x4.convert_i32x4_s(keyPlaneDot4(BITS, mode, TAIL, D, row, 3 * BITS, q, vmask8, vmask16)), vbeta), out + (<usize>(j + 3 * rowBytes) << 2), scoreRowBytes, 4);
       }
     }
   }
@@ -466,7 +464,7 @@ function prepareKeyQueriesWideF32(rows: i32, D: i32, qmax: f32, queries: usize, 
     const out = blockScores + <usize>m * scoreRowBytes;
     for (let j = 0; j < rowBytes; j++) {
       // Lane s is the token j + s·W.
-      const vscores = madd(valpha, f32x4.convert_i32x4_s(keyRowDot1(BITS, mode, TAIL, D, codes + <usize>(j * D), q)), vbeta);
+      const vscores = madd(valpha, f32x4.convert_i32x4_s(keyRowDot1(BITS, mode, TAIL, D, codes + <usize>(j * D), q, vmask8, vmask16)), vbeta);
       storeLanes(vscores, out + (<usize>j << 2), <usize>rowBytes << 2, planes);
     }
   }
@@ -768,6 +766,10 @@ export function f32_f32_accumulate(
   scales: usize, zeros: usize, prepared: usize, gammas: usize, zeroSums: usize, work: usize,
 ): void {
   const quads = VALUE_BLOCK >> 2;
+  const vmagic = constant(Constant.ROUND_MAGIC);
+  const v128s = constant(Constant.INTS_128);
+  const vfirst = constant(mode == RELAXED ? Constant.BYTE_1_OF_INTS : Constant.SHORTS_0_2_OF_INTS);
+  const vsecond = constant(mode == RELAXED ? Constant.BYTE_0_OF_INTS : Constant.SHORTS_1_3_OF_INTS);
   for (let m = 0; m < rows; m++) {
     let w = weights + <usize>m * weightRowBytes;
     if (valid < VALUE_BLOCK) {
@@ -796,16 +798,15 @@ export function f32_f32_accumulate(
       const out = prepared + (<usize>((m * groups + g) * quads) << 5);
       for (let q = 0; q < quads; q++) {
         const offset = <usize>q << 4;
-        const vrounded = f32x4.add(f32x4.mul(f32x4.mul(v128.load(w + offset), v128.load(s + offset)), vinverse), f32x4.splat(ROUND_MAGIC));
+        const vrounded = f32x4.add(f32x4.mul(f32x4.mul(v128.load(w + offset), v128.load(s + offset)), vinverse), vmagic);
         const at = out + (<usize>q << 5);
         if (mode == RELAXED) {
           // â = 256·high + low: low is â's low byte (signed), high the second byte of â + 128.
-          const vbiased = i32x4.add(vrounded, i32x4.splat(128));
-          v128.store(at, i8x16.shuffle(vbiased, vbiased, 1, 5, 9, 13, 1, 5, 9, 13, 1, 5, 9, 13, 1, 5, 9, 13));
-          v128.store(at, i8x16.shuffle(vrounded, vrounded, 0, 4, 8, 12, 0, 4, 8, 12, 0, 4, 8, 12, 0, 4, 8, 12), 16);
+          v128.store(at, pickBytes(i32x4.add(vrounded, v128s), vfirst, Constant.BYTE_1_OF_INTS));
+          v128.store(at, pickBytes(vrounded, vsecond, Constant.BYTE_0_OF_INTS), 16);
         } else {
-          v128.store(at, i8x16.shuffle(vrounded, vrounded, 0, 1, 8, 9, 0, 1, 8, 9, 0, 1, 8, 9, 0, 1, 8, 9));
-          v128.store(at, i8x16.shuffle(vrounded, vrounded, 4, 5, 12, 13, 4, 5, 12, 13, 4, 5, 12, 13, 4, 5, 12, 13), 16);
+          v128.store(at, pickBytes(vrounded, vfirst, Constant.SHORTS_0_2_OF_INTS));
+          v128.store(at, pickBytes(vrounded, vsecond, Constant.SHORTS_1_3_OF_INTS), 16);
         }
       }
     }
@@ -817,23 +818,23 @@ export function f32_f32_accumulate(
 
 /** The codes of step i (a constant) as bytes: the RELAXED operand (4 tokens of each of 4 channels). */
 // @ts-ignore: decorator
-@inline function stepBytes(BITS: i32, codes: usize, i: i32): v128 {
+@inline function stepBytes(BITS: i32, codes: usize, i: i32, vmask8: v128): v128 {
   const planes = 8 / BITS;
   const v = v128.load(codes + <usize>((i / planes) << 4));
   const shift = (i % planes) * BITS;
-  return v128.and(shift == 0 ? v : i16x8.shr_u(v, shift), i8x16.splat(<i8>((<i32>1 << BITS) - 1)));
+  return v128.and(shift == 0 ? v : i16x8.shr_u(v, shift), vmask8);
 }
 
 /** The codes of step i of the even and the odd tokens of each channel lane, as i16 lanes (WIDE). */
 // @ts-ignore: decorator
-@inline function stepEven(BITS: i32, codes: usize, i: i32): v128 {
+@inline function stepEven(BITS: i32, codes: usize, i: i32, vmask16: v128): v128 {
   const planes = 8 / BITS;
-  return evenCodes(v128.load(codes + <usize>((i / planes) << 4)), (i % planes) * BITS, i16x8.splat(<i16>((<i32>1 << BITS) - 1)));
+  return evenCodes(v128.load(codes + <usize>((i / planes) << 4)), (i % planes) * BITS, vmask16);
 }
 // @ts-ignore: decorator
-@inline function stepOdd(BITS: i32, codes: usize, i: i32): v128 {
+@inline function stepOdd(BITS: i32, codes: usize, i: i32, vmask16: v128): v128 {
   const planes = 8 / BITS;
-  return oddCodes(v128.load(codes + <usize>((i / planes) << 4)), (i % planes) * BITS, i16x8.splat(<i16>((<i32>1 << BITS) - 1)), BITS);
+  return oddCodes(v128.load(codes + <usize>((i / planes) << 4)), (i % planes) * BITS, vmask16, BITS);
 }
 
 /** Σ over the step's 4 tokens of â·code, i32 lanes = channels (WIDE; e, o from stepEven/stepOdd). */
@@ -846,13 +847,12 @@ export function f32_f32_accumulate(
  *  prepared weights are `rowStride` bytes apart, added into out as γ·sum. */
 // @ts-ignore: decorator
 @inline function valueQuadRows4(BITS: i32, codes: usize, w: usize, rowStride: usize,
-  out: usize, outRowBytes: usize, gammas: usize, gammaStride: usize): void {
+  out: usize, outRowBytes: usize, gammas: usize, gammaStride: usize, vmask16: v128): void {
   let vacc0 = i32x4.splat(0), vacc1 = i32x4.splat(0), vacc2 = i32x4.splat(0), vacc3 = i32x4.splat(0);
   for (let i = 0; i < (VALUE_BLOCK >> 2); i++) {
     const planes = 8 / BITS;
     const v = v128.load(codes + <usize>((i / planes) << 4));
     const shift = (i % planes) * BITS;
-    const vmask16 = i16x8.splat(<i16>((<i32>1 << BITS) - 1));
     const e = v128.and(i16x8.shr_u(v, shift), vmask16);
     const o = v128.and(i16x8.shr_u(v, shift + 8), vmask16);
     const wq = w + (<usize>i << 5);
@@ -871,43 +871,43 @@ export function f32_f32_accumulate(
  *  constant): the loop of the MHA decode step. RELAXED sums the products of the high and of the low
  *  weight bytes in i16 lanes: at most 8 steps × 2 products × 128 × 15 = 30720 per lane. */
 // @ts-ignore: decorator
-@inline function valueQuadRow1(BITS: i32, mode: i32, codes: usize, w: usize, out: usize, gamma: f32): void {
+@inline function valueQuadRow1(BITS: i32, mode: i32, codes: usize, w: usize, out: usize, gamma: f32, vmask8: v128, vmask16: v128): void {
   let vsum: v128;
   if (mode == RELAXED) {
-    let k = stepBytes(BITS, codes, 0);
+    let k = stepBytes(BITS, codes, 0, vmask8);
     let vhigh = dotI8I7(v128.load(w), k);
     let vlow = dotI8I7(v128.load(w, 16), k);
-    k = stepBytes(BITS, codes, 1);
+    k = stepBytes(BITS, codes, 1, vmask8);
     vhigh = i16x8.add(vhigh, dotI8I7(v128.load(w, 32), k));
     vlow = i16x8.add(vlow, dotI8I7(v128.load(w, 48), k));
-    k = stepBytes(BITS, codes, 2);
+    k = stepBytes(BITS, codes, 2, vmask8);
     vhigh = i16x8.add(vhigh, dotI8I7(v128.load(w, 64), k));
     vlow = i16x8.add(vlow, dotI8I7(v128.load(w, 80), k));
-    k = stepBytes(BITS, codes, 3);
+    k = stepBytes(BITS, codes, 3, vmask8);
     vhigh = i16x8.add(vhigh, dotI8I7(v128.load(w, 96), k));
     vlow = i16x8.add(vlow, dotI8I7(v128.load(w, 112), k));
-    k = stepBytes(BITS, codes, 4);
+    k = stepBytes(BITS, codes, 4, vmask8);
     vhigh = i16x8.add(vhigh, dotI8I7(v128.load(w, 128), k));
     vlow = i16x8.add(vlow, dotI8I7(v128.load(w, 144), k));
-    k = stepBytes(BITS, codes, 5);
+    k = stepBytes(BITS, codes, 5, vmask8);
     vhigh = i16x8.add(vhigh, dotI8I7(v128.load(w, 160), k));
     vlow = i16x8.add(vlow, dotI8I7(v128.load(w, 176), k));
-    k = stepBytes(BITS, codes, 6);
+    k = stepBytes(BITS, codes, 6, vmask8);
     vhigh = i16x8.add(vhigh, dotI8I7(v128.load(w, 192), k));
     vlow = i16x8.add(vlow, dotI8I7(v128.load(w, 208), k));
-    k = stepBytes(BITS, codes, 7);
+    k = stepBytes(BITS, codes, 7, vmask8);
     vhigh = i16x8.add(vhigh, dotI8I7(v128.load(w, 224), k));
     vlow = i16x8.add(vlow, dotI8I7(v128.load(w, 240), k));
     vsum = highLowSums(vhigh, vlow);
   } else {
-    vsum = wideStep(stepEven(BITS, codes, 0), stepOdd(BITS, codes, 0), w);
-    vsum = i32x4.add(vsum, wideStep(stepEven(BITS, codes, 1), stepOdd(BITS, codes, 1), w + 32));
-    vsum = i32x4.add(vsum, wideStep(stepEven(BITS, codes, 2), stepOdd(BITS, codes, 2), w + 64));
-    vsum = i32x4.add(vsum, wideStep(stepEven(BITS, codes, 3), stepOdd(BITS, codes, 3), w + 96));
-    vsum = i32x4.add(vsum, wideStep(stepEven(BITS, codes, 4), stepOdd(BITS, codes, 4), w + 128));
-    vsum = i32x4.add(vsum, wideStep(stepEven(BITS, codes, 5), stepOdd(BITS, codes, 5), w + 160));
-    vsum = i32x4.add(vsum, wideStep(stepEven(BITS, codes, 6), stepOdd(BITS, codes, 6), w + 192));
-    vsum = i32x4.add(vsum, wideStep(stepEven(BITS, codes, 7), stepOdd(BITS, codes, 7), w + 224));
+    vsum = wideStep(stepEven(BITS, codes, 0, vmask16), stepOdd(BITS, codes, 0, vmask16), w);
+    vsum = i32x4.add(vsum, wideStep(stepEven(BITS, codes, 1, vmask16), stepOdd(BITS, codes, 1, vmask16), w + 32));
+    vsum = i32x4.add(vsum, wideStep(stepEven(BITS, codes, 2, vmask16), stepOdd(BITS, codes, 2, vmask16), w + 64));
+    vsum = i32x4.add(vsum, wideStep(stepEven(BITS, codes, 3, vmask16), stepOdd(BITS, codes, 3, vmask16), w + 96));
+    vsum = i32x4.add(vsum, wideStep(stepEven(BITS, codes, 4, vmask16), stepOdd(BITS, codes, 4, vmask16), w + 128));
+    vsum = i32x4.add(vsum, wideStep(stepEven(BITS, codes, 5, vmask16), stepOdd(BITS, codes, 5, vmask16), w + 160));
+    vsum = i32x4.add(vsum, wideStep(stepEven(BITS, codes, 6, vmask16), stepOdd(BITS, codes, 6, vmask16), w + 192));
+    vsum = i32x4.add(vsum, wideStep(stepEven(BITS, codes, 7, vmask16), stepOdd(BITS, codes, 7, vmask16), w + 224));
   }
   v128.store(out, madd(f32x4.splat(gamma), f32x4.convert_i32x4_s(vsum), v128.load(out)));
 }
@@ -922,13 +922,15 @@ export function f32_f32_accumulate(
   const groupWeights = <usize>((VALUE_BLOCK >> 2) << 5);
   const rowWeights = <usize>groups * groupWeights;
   const outRowBytes = <usize>D << 2;
+  const vmask8 = byteMask(BITS);
+  const vmask16 = shortMask(BITS);
   let m = 0;
   // RELAXED serves fewer than four rows (see qtoken_f32_accumulate).
   for (; mode == WIDE && m + 4 <= rows; m += 4) {
     for (let c = 0; c < D; c += 4) {
       const g = c / gv;
       valueQuadRows4(BITS, codes + <usize>(c >> 2) * quadBytes, prepared + <usize>m * rowWeights + <usize>g * groupWeights, rowWeights,
-        out + <usize>m * outRowBytes + (<usize>c << 2), outRowBytes, gammas + (<usize>(m * groups + g) << 2), <usize>groups << 2);
+        out + <usize>m * outRowBytes + (<usize>c << 2), outRowBytes, gammas + (<usize>(m * groups + g) << 2), <usize>groups << 2, vmask16);
     }
   }
   for (; m < rows; m++) {
@@ -937,7 +939,7 @@ export function f32_f32_accumulate(
       if (gamma == 0) continue; // every weight of this row is 0 here (causal mask)
       const w = prepared + <usize>m * rowWeights + <usize>g * groupWeights;
       for (let c = g * gv; c < (g + 1) * gv; c += 4) {
-        valueQuadRow1(BITS, mode, codes + <usize>(c >> 2) * quadBytes, w, out + <usize>m * outRowBytes + (<usize>c << 2), gamma);
+        valueQuadRow1(BITS, mode, codes + <usize>(c >> 2) * quadBytes, w, out + <usize>m * outRowBytes + (<usize>c << 2), gamma, vmask8, vmask16);
       }
     }
   }

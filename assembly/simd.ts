@@ -7,3 +7,57 @@
 @inline export function roundToI32(x: v128): v128 {
   return i32x4.sub(f32x4.add(x, f32x4.splat(12582912.0)), i32x4.splat(0x4b400000));
 }
+
+// V8 (as of Node 20) rebuilds a v128 constant at every use, inside loops too (three instructions
+// for a splat, four for a shuffle mask), and the optimizer copies constants held in locals back
+// into their uses. The hot loops therefore read the constants they need from this table, once per
+// call, into locals the optimizer cannot see through.
+const CONSTANTS: usize = memory.data<u32>([
+  0x03030303, 0x03030303, 0x03030303, 0x03030303, // BYTES_3
+  0x0f0f0f0f, 0x0f0f0f0f, 0x0f0f0f0f, 0x0f0f0f0f, // BYTES_15
+  0x00030003, 0x00030003, 0x00030003, 0x00030003, // SHORTS_3
+  0x000f000f, 0x000f000f, 0x000f000f, 0x000f000f, // SHORTS_15
+  0x00ff00ff, 0x00ff00ff, 0x00ff00ff, 0x00ff00ff, // SHORTS_255
+  0x4b400000, 0x4b400000, 0x4b400000, 0x4b400000, // ROUND_MAGIC (f32 1.5·2^23)
+  0x00000080, 0x00000080, 0x00000080, 0x00000080, // INTS_128
+  0x0d090501, 0x0d090501, 0x0d090501, 0x0d090501, // BYTE_1_OF_INTS: byte 1 of each i32 lane, ×4
+  0x0c080400, 0x0c080400, 0x0c080400, 0x0c080400, // BYTE_0_OF_INTS: byte 0 of each i32 lane, ×4
+  0x09080100, 0x09080100, 0x09080100, 0x09080100, // SHORTS_0_2_OF_INTS: low i16 of lanes 0 and 2, ×4
+  0x0d0c0504, 0x0d0c0504, 0x0d0c0504, 0x0d0c0504, // SHORTS_1_3_OF_INTS: low i16 of lanes 1 and 3, ×4
+], 16);
+
+/** Rows of the constant table (16 bytes each). */
+export const enum Constant {
+  BYTES_3 = 0, BYTES_15, SHORTS_3, SHORTS_15, SHORTS_255, ROUND_MAGIC, INTS_128,
+  BYTE_1_OF_INTS, BYTE_0_OF_INTS, SHORTS_0_2_OF_INTS, SHORTS_1_3_OF_INTS,
+}
+
+/** One row of the constant table. */
+// @ts-ignore: decorator
+@inline export function constant(row: Constant): v128 {
+  return v128.load(CONSTANTS + (<usize>row << 4));
+}
+
+/** The mask of a b-bit code in each byte (b = 2 or 4; 8 needs none). */
+// @ts-ignore: decorator
+@inline export function byteMask(BITS: i32): v128 {
+  return constant(BITS == 2 ? Constant.BYTES_3 : Constant.BYTES_15);
+}
+
+/** The mask of a b-bit code in each 16-bit lane (b = 2, 4 or 8). */
+// @ts-ignore: decorator
+@inline export function shortMask(BITS: i32): v128 {
+  return constant(BITS == 2 ? Constant.SHORTS_3 : BITS == 4 ? Constant.SHORTS_15 : Constant.SHORTS_255);
+}
+
+/** The bytes of v that the table row `row` names, `mask` being that row (loaded once, outside the
+ *  loop): one pshufb in the relaxed build, where relaxed_swizzle needs no range fix-up; the SIMD
+ *  build, where i8x16.swizzle does, uses the same pattern as a constant shuffle. */
+// @ts-ignore: decorator
+@inline export function pickBytes(v: v128, mask: v128, row: Constant): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) return i8x16.relaxed_swizzle(v, mask);
+  if (row == Constant.BYTE_1_OF_INTS) return i8x16.shuffle(v, v, 1, 5, 9, 13, 1, 5, 9, 13, 1, 5, 9, 13, 1, 5, 9, 13);
+  if (row == Constant.BYTE_0_OF_INTS) return i8x16.shuffle(v, v, 0, 4, 8, 12, 0, 4, 8, 12, 0, 4, 8, 12, 0, 4, 8, 12);
+  if (row == Constant.SHORTS_0_2_OF_INTS) return i8x16.shuffle(v, v, 0, 1, 8, 9, 0, 1, 8, 9, 0, 1, 8, 9, 0, 1, 8, 9);
+  return i8x16.shuffle(v, v, 4, 5, 12, 13, 4, 5, 12, 13, 4, 5, 12, 13, 4, 5, 12, 13);
+}

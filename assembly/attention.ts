@@ -29,7 +29,7 @@
 import { scaleHalvesToF32, scalesZerosToF32, zeroHalvesToF32 } from './half';
 import { unpackPlanarF32 } from './pack';
 import { VALUE_BLOCK, valueCodeByte, valueCodeShift } from './layout';
-import { byteMask, constant, Constant, pickBytes, roundToI32, shortMask } from './simd';
+import { byteMask, constant, Constant, pickBytes, roundToI32, roundWith, shortMask } from './simd';
 
 /** Largest magnitude of a quantized query or weight: 16 bits, less 128 so that it splits into a
  *  high and a low signed byte (q = 256·high + low, both in -128..127) for the relaxed dot product. */
@@ -189,6 +189,12 @@ export function f32_f32_scores(
 }
 
 // @ts-ignore: decorator
+@inline function minLane(v: v128): f32 {
+  const v2 = f32x4.pmin(v, i32x4.shuffle(v, v, 2, 3, 0, 1));
+  return f32x4.extract_lane(f32x4.pmin(v2, i32x4.shuffle(v2, v2, 1, 0, 3, 2)), 0);
+}
+
+// @ts-ignore: decorator
 @inline function maxLane(v: v128): f32 {
   const v2 = f32x4.pmax(v, i32x4.shuffle(v, v, 2, 3, 0, 1));
   return f32x4.extract_lane(f32x4.pmax(v2, i32x4.shuffle(v2, v2, 1, 0, 3, 2)), 0);
@@ -238,9 +244,15 @@ export function f32_f32_scores(
   mode: i32, HALVES: bool, rows: i32, D: i32, qmax: f32, queries: usize, scalesZeros: usize, prepared: usize, alphaBeta: usize, work: usize,
 ): void {
   const queryBytes = <usize>D << 2;
+  const vrescale = constant(Constant.TWO_POW_112);
+  const vkeep = constant(Constant.ZERO_HALF_KEEP);
+  const vmagic = constant(Constant.ROUND_MAGIC);
+  const v128s = constant(Constant.SHORTS_128);
   for (let m = 0; m < rows; m++) {
     const query = queries + <usize>m * queryBytes;
+    // max|q∘s| as max(max, -min): two instructions a vector where abs takes three more
     let vmax = f32x4.splat(0);
+    let vmin = f32x4.splat(0);
     let vbeta = f32x4.splat(0);
     for (let c = 0; c < D; c += 8) {
       const offset = <usize>c << 2;
@@ -248,10 +260,10 @@ export function f32_f32_scores(
       if (HALVES) {
         const vh = v128.load(scalesZeros + (<usize>c << 1));
         const vz = v128.load(scalesZeros + (<usize>(D + c) << 1));
-        vs0 = scaleHalvesToF32(vh, false);
-        vs1 = scaleHalvesToF32(vh, true);
-        vz0 = zeroHalvesToF32(vz, false);
-        vz1 = zeroHalvesToF32(vz, true);
+        vs0 = scaleHalvesToF32(vh, false, vrescale);
+        vs1 = scaleHalvesToF32(vh, true, vrescale);
+        vz0 = zeroHalvesToF32(vz, false, vrescale, vkeep);
+        vz1 = zeroHalvesToF32(vz, true, vrescale, vkeep);
       } else {
         vs0 = v128.load(scalesZeros + offset);
         vs1 = v128.load(scalesZeros + offset, 16);
@@ -264,22 +276,23 @@ export function f32_f32_scores(
       const vqs1 = f32x4.mul(vq1, vs1);
       v128.store(work + offset, vqs0);
       v128.store(work + offset, vqs1, 16);
-      vmax = f32x4.pmax(vmax, f32x4.pmax(f32x4.abs(vqs0), f32x4.abs(vqs1)));
+      vmax = f32x4.pmax(vmax, f32x4.pmax(vqs0, vqs1));
+      vmin = f32x4.pmin(vmin, f32x4.pmin(vqs0, vqs1));
       vbeta = madd(vq1, vz1, madd(vq0, vz0, vbeta));
     }
-    const amax = maxLane(vmax);
+    const amax = max(maxLane(vmax), -minLane(vmin));
     const vinverse = f32x4.splat(amax > 0 ? qmax / amax : 0);
     const out = prepared + <usize>(m * 2 * D);
     for (let c = 0; c < D; c += 16) {
       const offset = <usize>c << 2;
       const full = c + 16 <= D;
-      const va = i16x8.narrow_i32x4_s(roundToI32(f32x4.mul(v128.load(work + offset), vinverse)), roundToI32(f32x4.mul(v128.load(work + offset, 16), vinverse)));
+      const va = i16x8.narrow_i32x4_s(roundWith(f32x4.mul(v128.load(work + offset), vinverse), vmagic), roundWith(f32x4.mul(v128.load(work + offset, 16), vinverse), vmagic));
       const vb = full
-        ? i16x8.narrow_i32x4_s(roundToI32(f32x4.mul(v128.load(work + offset, 32), vinverse)), roundToI32(f32x4.mul(v128.load(work + offset, 48), vinverse)))
+        ? i16x8.narrow_i32x4_s(roundWith(f32x4.mul(v128.load(work + offset, 32), vinverse), vmagic), roundWith(f32x4.mul(v128.load(work + offset, 48), vinverse), vmagic))
         : i16x8.splat(0);
       if (mode == RELAXED) {
         // q̂ = 256·high + low: low is q̂'s low byte (signed), high the high byte of q̂ + 128.
-        v128.store(out + <usize>c, i8x16.narrow_i16x8_s(splitHigh(va), splitHigh(vb)));
+        v128.store(out + <usize>c, i8x16.narrow_i16x8_s(i16x8.shr_s(i16x8.add(va, v128s), 8), i16x8.shr_s(i16x8.add(vb, v128s), 8)));
         v128.store(out + <usize>(D + c), i8x16.shuffle(va, vb, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30));
       } else if (full) {
         v128.store(out + (<usize>c << 1), v128.shuffle<i16>(va, vb, 0, 2, 4, 6, 8, 10, 12, 14));

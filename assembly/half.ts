@@ -1,3 +1,5 @@
+import { constant, Constant } from './simd';
+
 // IEEE binary16 <-> binary32 conversions.
 //
 // The quantizer stores every group's scale and zero as a half (SPEC.md), and every kernel variant
@@ -73,19 +75,21 @@ export function f16ToF32(h: u32): f32 {
 }
 
 /** Four of eight scale halves (lanes 0-3, or 4-7 if `high`) to f32. Scales are never negative
- *  ((max - min) / levels), so the conversion drops the sign handling: shift into place, rescale. */
+ *  ((max - min) / levels), so the conversion drops the sign handling: shift into place, rescale by
+ *  vrescale = 2^112 (constant(Constant.TWO_POW_112)). */
 // @ts-ignore: decorator
-@inline export function scaleHalvesToF32(vh: v128, high: bool): v128 {
+@inline export function scaleHalvesToF32(vh: v128, high: bool, vrescale: v128): v128 {
   const widened = high ? i32x4.extend_high_i16x8_u(vh) : i32x4.extend_low_i16x8_u(vh);
-  return f32x4.mul(i32x4.shl(widened, 13), f32x4.splat(reinterpret<f32>(F32_TWO_POW_112)));
+  return f32x4.mul(i32x4.shl(widened, 13), vrescale);
 }
 
-/** Four of eight zero halves (any sign) to f32: widened with sign extension; the mask keeps the
- *  sign bit and clears the three bits the extension copied above the half's own sign. */
+/** Four of eight zero halves (any sign) to f32: widened with sign extension; the mask vkeep =
+ *  0x8fffffff (constant(Constant.ZERO_HALF_KEEP)) keeps the sign bit and clears the three bits the
+ *  extension copied above the half's own sign. */
 // @ts-ignore: decorator
-@inline export function zeroHalvesToF32(vz: v128, high: bool): v128 {
+@inline export function zeroHalvesToF32(vz: v128, high: bool, vrescale: v128, vkeep: v128): v128 {
   const widened = high ? i32x4.extend_high_i16x8_s(vz) : i32x4.extend_low_i16x8_s(vz);
-  return f32x4.mul(v128.and(i32x4.shl(widened, 13), i32x4.splat(0x8fffffff)), f32x4.splat(reinterpret<f32>(F32_TWO_POW_112)));
+  return f32x4.mul(v128.and(i32x4.shl(widened, 13), vkeep), vrescale);
 }
 
 /** A group block's `count` scale halves followed by `count` zero halves (at src) to `count` f32
@@ -93,15 +97,17 @@ export function f16ToF32(h: u32): f32 {
 export function scalesZerosToF32(count: i32, src: usize, dst: usize): void {
   let i = 0;
   if (ASC_FEATURE_SIMD) {
+    const vrescale = constant(Constant.TWO_POW_112);
+    const vkeep = constant(Constant.ZERO_HALF_KEEP);
     for (; i + 8 <= count; i += 8) {
       const vh = v128.load(src + (<usize>i << 1));
       const out = dst + (<usize>i << 2);
-      v128.store(out, scaleHalvesToF32(vh, false));
-      v128.store(out, scaleHalvesToF32(vh, true), 16);
+      v128.store(out, scaleHalvesToF32(vh, false, vrescale));
+      v128.store(out, scaleHalvesToF32(vh, true, vrescale), 16);
       const vz = v128.load(src + (<usize>(count + i) << 1));
       const zout = dst + (<usize>(count + i) << 2);
-      v128.store(zout, zeroHalvesToF32(vz, false));
-      v128.store(zout, zeroHalvesToF32(vz, true), 16);
+      v128.store(zout, zeroHalvesToF32(vz, false, vrescale, vkeep));
+      v128.store(zout, zeroHalvesToF32(vz, true, vrescale, vkeep), 16);
     }
   }
   for (; i < count; i++) {

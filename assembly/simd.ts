@@ -8,6 +8,12 @@
   return i32x4.sub(f32x4.add(x, f32x4.splat(12582912.0)), i32x4.splat(0x4b400000));
 }
 
+/** roundToI32 with the magic constant (constant(Constant.ROUND_MAGIC)) held in a local. */
+// @ts-ignore: decorator
+@inline export function roundWith(x: v128, vmagic: v128): v128 {
+  return i32x4.sub(f32x4.add(x, vmagic), vmagic);
+}
+
 // V8 (as of Node 20) rebuilds a v128 constant at every use, inside loops too (three instructions
 // for a splat, four for a shuffle mask), and the optimizer copies constants held in locals back
 // into their uses. The hot loops therefore read the constants they need from this table, once per
@@ -24,12 +30,16 @@ const CONSTANTS: usize = memory.data<u32>([
   0x0c080400, 0x0c080400, 0x0c080400, 0x0c080400, // BYTE_0_OF_INTS: byte 0 of each i32 lane, ×4
   0x09080100, 0x09080100, 0x09080100, 0x09080100, // SHORTS_0_2_OF_INTS: low i16 of lanes 0 and 2, ×4
   0x0d0c0504, 0x0d0c0504, 0x0d0c0504, 0x0d0c0504, // SHORTS_1_3_OF_INTS: low i16 of lanes 1 and 3, ×4
+  0x77800000, 0x77800000, 0x77800000, 0x77800000, // TWO_POW_112 (f32 2^112, half → f32 rescale)
+  0x8fffffff, 0x8fffffff, 0x8fffffff, 0x8fffffff, // ZERO_HALF_KEEP (see zeroHalvesToF32)
+  0x00800080, 0x00800080, 0x00800080, 0x00800080, // SHORTS_128
 ], 16);
 
 /** Rows of the constant table (16 bytes each). */
 export const enum Constant {
   BYTES_3 = 0, BYTES_15, SHORTS_3, SHORTS_15, SHORTS_255, ROUND_MAGIC, INTS_128,
   BYTE_1_OF_INTS, BYTE_0_OF_INTS, SHORTS_0_2_OF_INTS, SHORTS_1_3_OF_INTS,
+  TWO_POW_112, ZERO_HALF_KEEP, SHORTS_128,
 }
 
 /** One row of the constant table. */

@@ -1,8 +1,9 @@
 // Development aid: a fast side-by-side timing of one decode step (attend) for a few shapes and builds,
 // interleaved round-robin so that machine noise hits every configuration alike. Not the benchmark of
 // record (that is `npm run bench`); use it to compare kernel changes in a minute.
-//   [BUILDS=simd,relaxed-simd] [SHAPES=llama2-7b,llama3-8b] [ROUNDS=15] \
+//   [BUILDS=simd,relaxed-simd] [SHAPES=llama2-7b,llama3-8b] [ROUNDS=15] [FILES=a.wasm,b.wasm] \
 //   node --experimental-wasm-relaxed-simd --no-liftoff --import tsx scripts/quick-attend.ts [N] [bits,...]
+import { readFileSync } from 'node:fs';
 import { Kivi, type Bits, type VariantName } from '../src/index';
 import { generate } from '../bench/data';
 import { SHAPES } from '../bench/options';
@@ -19,8 +20,12 @@ for (const shape of shapes) {
   const data = generate(shape, SOURCE_TOKENS);
   const width = shape.kvHeads * shape.headDim;
   const out = new Float32Array(shape.queryHeads * shape.headDim);
-  for (const variant of builds) {
-    const kivi = await Kivi.load({ variant });
+  // FILES: compare wasm files (e.g. two versions of one build) in one process instead of the builds.
+  const sources = process.env.FILES
+    ? process.env.FILES.split(',').map((file) => ({ label: file, load: () => Kivi.load({ module: readFileSync(file) }) }))
+    : builds.map((variant) => ({ label: variant, load: () => Kivi.load({ variant }) }));
+  for (const { label: variant, load } of sources) {
+    const kivi = await load();
     for (const bits of bitsList) {
       const cache = kivi.createCache({ layers: 1, queryHeads: shape.queryHeads, kvHeads: shape.kvHeads, headDim: shape.headDim, bits, groupSize: 32, residual: 128, maxTokens: N });
       for (let from = 0; from < N - 1; from += 512) {

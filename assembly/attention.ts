@@ -775,14 +775,16 @@ export function f32_f32_accumulate(
  */
 // @ts-ignore: decorator
 @inline function prepareValueWeights(
-  rows: i32, valid: i32, groups: i32, mode: i32, weights: usize, weightRowBytes: usize,
-  scales: usize, zeros: usize, prepared: usize, gammas: usize, zeroSums: usize, work: usize,
+  rows: i32, valid: i32, groups: i32, mode: i32, HALVES: bool, weights: usize, weightRowBytes: usize,
+  scalesZeros: usize, prepared: usize, gammas: usize, zeroSums: usize, work: usize, products: usize,
 ): void {
   const quads = VALUE_BLOCK >> 2;
   const vmagic = constant(Constant.ROUND_MAGIC);
   const v128s = constant(Constant.INTS_128);
   const vfirst = constant(mode == RELAXED ? Constant.BYTE_1_OF_INTS : Constant.SHORTS_0_2_OF_INTS);
   const vsecond = constant(mode == RELAXED ? Constant.BYTE_0_OF_INTS : Constant.SHORTS_1_3_OF_INTS);
+  const vrescale = constant(Constant.TWO_POW_112);
+  const vkeep = constant(Constant.ZERO_HALF_KEEP);
   for (let m = 0; m < rows; m++) {
     let w = weights + <usize>m * weightRowBytes;
     if (valid < VALUE_BLOCK) {
@@ -792,16 +794,33 @@ export function f32_f32_accumulate(
       w = work;
     }
     for (let g = 0; g < groups; g++) {
-      const s = scales + (<usize>(g * VALUE_BLOCK) << 2);
-      const z = zeros + (<usize>(g * VALUE_BLOCK) << 2);
       // Weights and scales are >= 0, so the largest product is the largest magnitude.
       let vmax = f32x4.splat(0);
       let vzero = f32x4.splat(0);
-      for (let q = 0; q < quads; q++) {
-        const offset = <usize>q << 4;
-        const vw = v128.load(w + offset);
-        vmax = f32x4.pmax(vmax, f32x4.mul(vw, v128.load(s + offset)));
-        vzero = madd(vw, v128.load(z + offset), vzero);
+      const s = scalesZeros + (<usize>(g * VALUE_BLOCK) << (HALVES ? 1 : 2));
+      const z = scalesZeros + (<usize>((groups + g) * VALUE_BLOCK) << (HALVES ? 1 : 2));
+      const p = products + (<usize>(g * VALUE_BLOCK) << 2);
+      if (HALVES) {
+        // Eight tokens at a time: their products w·s are kept for the second pass.
+        for (let h = 0; h < (VALUE_BLOCK >> 3); h++) {
+          const vs = v128.load(s + (<usize>h << 4));
+          const vz = v128.load(z + (<usize>h << 4));
+          const vw0 = v128.load(w + (<usize>h << 5));
+          const vw1 = v128.load(w + (<usize>h << 5), 16);
+          const vp0 = f32x4.mul(vw0, scaleHalvesToF32(vs, false, vrescale));
+          const vp1 = f32x4.mul(vw1, scaleHalvesToF32(vs, true, vrescale));
+          v128.store(p + (<usize>h << 5), vp0);
+          v128.store(p + (<usize>h << 5), vp1, 16);
+          vmax = f32x4.pmax(vmax, f32x4.pmax(vp0, vp1));
+          vzero = madd(vw1, zeroHalvesToF32(vz, true, vrescale, vkeep), madd(vw0, zeroHalvesToF32(vz, false, vrescale, vkeep), vzero));
+        }
+      } else {
+        for (let q = 0; q < quads; q++) {
+          const offset = <usize>q << 4;
+          const vw = v128.load(w + offset);
+          vmax = f32x4.pmax(vmax, f32x4.mul(vw, v128.load(s + offset)));
+          vzero = madd(vw, v128.load(z + offset), vzero);
+        }
       }
       const amax = maxLane(vmax);
       const zs = zeroSums + (<usize>(m * groups + g) << 2);
@@ -811,7 +830,8 @@ export function f32_f32_accumulate(
       const out = prepared + (<usize>((m * groups + g) * quads) << 5);
       for (let q = 0; q < quads; q++) {
         const offset = <usize>q << 4;
-        const vrounded = f32x4.add(f32x4.mul(f32x4.mul(v128.load(w + offset), v128.load(s + offset)), vinverse), vmagic);
+        const vproduct = HALVES ? v128.load(p + offset) : f32x4.mul(v128.load(w + offset), v128.load(s + offset));
+        const vrounded = f32x4.add(f32x4.mul(vproduct, vinverse), vmagic);
         const at = out + (<usize>q << 5);
         if (mode == RELAXED) {
           // â = 256·high + low: low is â's low byte (signed), high the second byte of â + 128.
@@ -959,13 +979,21 @@ export function f32_f32_accumulate(
 }
 
 // One function per (bits, mode) instance of the value kernel (see keyScoresRelaxed2).
-function prepareValueWeightsRelaxed(rows: i32, valid: i32, groups: i32, weights: usize, weightRowBytes: usize,
-  scales: usize, zeros: usize, prepared: usize, gammas: usize, zeroSums: usize, work: usize): void {
-  prepareValueWeights(rows, valid, groups, RELAXED, weights, weightRowBytes, scales, zeros, prepared, gammas, zeroSums, work);
+function prepareValueWeightsRelaxedHalves(valid: i32, groups: i32, weights: usize, block: usize,
+  prepared: usize, gammas: usize, zeroSums: usize, work: usize, products: usize): void {
+  prepareValueWeights(1, valid, groups, RELAXED, true, weights, 0, block, prepared, gammas, zeroSums, work, products);
 }
-function prepareValueWeightsWide(rows: i32, valid: i32, groups: i32, weights: usize, weightRowBytes: usize,
-  scales: usize, zeros: usize, prepared: usize, gammas: usize, zeroSums: usize, work: usize): void {
-  prepareValueWeights(rows, valid, groups, WIDE, weights, weightRowBytes, scales, zeros, prepared, gammas, zeroSums, work);
+function prepareValueWeightsWideHalves(valid: i32, groups: i32, weights: usize, block: usize,
+  prepared: usize, gammas: usize, zeroSums: usize, work: usize, products: usize): void {
+  prepareValueWeights(1, valid, groups, WIDE, true, weights, 0, block, prepared, gammas, zeroSums, work, products);
+}
+function prepareValueWeightsRelaxedF32(rows: i32, valid: i32, groups: i32, weights: usize, weightRowBytes: usize,
+  scalesZeros: usize, prepared: usize, gammas: usize, zeroSums: usize, work: usize): void {
+  prepareValueWeights(rows, valid, groups, RELAXED, false, weights, weightRowBytes, scalesZeros, prepared, gammas, zeroSums, work, 0);
+}
+function prepareValueWeightsWideF32(rows: i32, valid: i32, groups: i32, weights: usize, weightRowBytes: usize,
+  scalesZeros: usize, prepared: usize, gammas: usize, zeroSums: usize, work: usize): void {
+  prepareValueWeights(rows, valid, groups, WIDE, false, weights, weightRowBytes, scalesZeros, prepared, gammas, zeroSums, work, 0);
 }
 function valueSumsRelaxed2(rows: i32, D: i32, gv: i32, codes: usize, prepared: usize, gammas: usize, out: usize): void {
   valueBlockAccumulate(2, RELAXED, rows, D, gv, codes, prepared, gammas, out);
@@ -1007,17 +1035,24 @@ export function qtoken_f32_accumulate(
     const valid = min(VALUE_BLOCK, tokens - first);
     if (bits >= 4 && first + 3 * VALUE_BLOCK <= tokens) touched |= touchAhead(block + 2 * blockStride, blockStride);
     // Halves of tokens not yet in the block are 0 (a block is zeroed when its first token arrives).
-    scalesZerosToF32(VALUE_BLOCK * groups, block, scales); // zeros follow the scales in the block and in scratch
     const w0 = weights + (<usize>first << 2);
     if (ASC_FEATURE_SIMD) {
       const mode = ASC_FEATURE_RELAXED_SIMD && bits <= 4 && rows < 4 ? RELAXED : WIDE;
       const codes = block + codeOffset;
+      // One row converts the halves as it reads them (the products go where the scales would);
+      // several rows share one conversion.
+      if (rows == 1) {
+        if (mode == RELAXED) prepareValueWeightsRelaxedHalves(valid, groups, w0, block, prepared, gammas, zeroSums, work, scales);
+        else prepareValueWeightsWideHalves(valid, groups, w0, block, prepared, gammas, zeroSums, work, scales);
+      } else {
+        scalesZerosToF32(VALUE_BLOCK * groups, block, scales); // zeros follow the scales in the block and in scratch
+        if (mode == RELAXED) prepareValueWeightsRelaxedF32(rows, valid, groups, w0, weightRowBytes, scales, prepared, gammas, zeroSums, work);
+        else prepareValueWeightsWideF32(rows, valid, groups, w0, weightRowBytes, scales, prepared, gammas, zeroSums, work);
+      }
       if (mode == RELAXED) {
-        prepareValueWeightsRelaxed(rows, valid, groups, w0, weightRowBytes, scales, zeros, prepared, gammas, zeroSums, work);
         if (bits == 2) valueSumsRelaxed2(rows, D, gv, codes, prepared, gammas, out);
         else valueSumsRelaxed4(rows, D, gv, codes, prepared, gammas, out);
       } else {
-        prepareValueWeightsWide(rows, valid, groups, w0, weightRowBytes, scales, zeros, prepared, gammas, zeroSums, work);
         if (bits == 2) valueSumsWide2(rows, D, gv, codes, prepared, gammas, out);
         else if (bits == 4) valueSumsWide4(rows, D, gv, codes, prepared, gammas, out);
         else valueSumsWide8(rows, D, gv, codes, prepared, gammas, out);
@@ -1025,6 +1060,7 @@ export function qtoken_f32_accumulate(
       continue;
     }
     // Scalar build: per token, the weight folded into each group's scale and zero.
+    scalesZerosToF32(VALUE_BLOCK * groups, block, scales); // zeros follow the scales in the block and in scratch
     const mask: u32 = (1 << bits) - 1;
     const codes = block + codeOffset;
     for (let t = 0; t < valid; t++) {

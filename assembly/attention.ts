@@ -881,18 +881,23 @@ export function f32_f32_accumulate(
 // @ts-ignore: decorator
 @inline function valueQuadRows4(BITS: i32, codes: usize, w: usize, rowStride: usize,
   out: usize, outRowBytes: usize, gammas: usize, gammaStride: usize, vmask16: v128): void {
+  const planes = 8 / BITS;
+  const chunks = (VALUE_BLOCK * BITS) >> 5;
   let vacc0 = i32x4.splat(0), vacc1 = i32x4.splat(0), vacc2 = i32x4.splat(0), vacc3 = i32x4.splat(0);
-  for (let i = 0; i < (VALUE_BLOCK >> 2); i++) {
-    const planes = 8 / BITS;
-    const v = v128.load(codes + <usize>((i / planes) << 4));
-    const shift = (i % planes) * BITS;
-    const e = v128.and(i16x8.shr_u(v, shift), vmask16);
-    const o = v128.and(i16x8.shr_u(v, shift + 8), vmask16);
-    const wq = w + (<usize>i << 5);
-    vacc0 = i32x4.add(vacc0, wideStep(e, o, wq));
-    vacc1 = i32x4.add(vacc1, wideStep(e, o, wq + rowStride));
-    vacc2 = i32x4.add(vacc2, wideStep(e, o, wq + 2 * rowStride));
-    vacc3 = i32x4.add(vacc3, wideStep(e, o, wq + 3 * rowStride));
+  let wq = w;
+  for (let r = 0; r < chunks; r++) {
+    // Each plane shifts the chunk right by BITS (a constant); the weights advance 32 bytes a plane.
+    let v = v128.load(codes + (<usize>r << 4));
+    for (let s = 0; s < planes; s++) {
+      const e = v128.and(v, vmask16);
+      const o = v128.and(i16x8.shr_u(v, 8), vmask16);
+      vacc0 = i32x4.add(vacc0, wideStep(e, o, wq));
+      vacc1 = i32x4.add(vacc1, wideStep(e, o, wq + rowStride));
+      vacc2 = i32x4.add(vacc2, wideStep(e, o, wq + 2 * rowStride));
+      vacc3 = i32x4.add(vacc3, wideStep(e, o, wq + 3 * rowStride));
+      wq += 32;
+      v = i16x8.shr_u(v, BITS);
+    }
   }
   v128.store(out, madd(f32x4.splat(load<f32>(gammas)), f32x4.convert_i32x4_s(vacc0), v128.load(out)));
   v128.store(out + outRowBytes, madd(f32x4.splat(load<f32>(gammas + gammaStride)), f32x4.convert_i32x4_s(vacc1), v128.load(out + outRowBytes)));

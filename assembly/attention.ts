@@ -636,27 +636,23 @@ export function qtoken_f32_scores(
 
 // ── softmax ────────────────────────────────────────────────────────────────────────────────────
 
-// exp(x) for x <= 0 (scores minus their maximum): Cody-Waite range reduction x = n·ln2 + r and a
-// degree-6 polynomial for e^r (Cephes expf), relative error below 2e-7; the result is scaled by
-// 2^n through the exponent bits. Below -87 the result is flushed to 0.
+// exp(x) for x <= 0 (scores minus their maximum) as 2^t, t = x·log2 e: n = round(t) by the
+// 1.5·2^23 trick, f = t - n in [-0.5, 0.5], 2^f by its Taylor polynomial of degree 6 (relative
+// error below 2e-7 on that range; the rounding of t adds about |t|·6e-8), and 2^n added to the
+// exponent bits. Below t = -125 (x < -86.6, where the result would no longer be a normal f32) it is 0.
+// Every constant comes in as a local (see simd.ts: V8 rebuilds v128 constants at every use).
 // @ts-ignore: decorator
-@inline function expNonPositiveF32x4(x: v128): v128 {
-  const vx = f32x4.pmax(x, f32x4.splat(-87.0));
-  // n = round(x·log2 e), as a float and as an integer, by the 1.5·2^23 trick (see roundToI32).
-  const vshifted = f32x4.add(f32x4.mul(vx, f32x4.splat(1.44269504088896341)), f32x4.splat(12582912.0));
-  const vn = f32x4.sub(vshifted, f32x4.splat(12582912.0));
-  let vr = f32x4.sub(vx, f32x4.mul(vn, f32x4.splat(0.693359375)));
-  vr = f32x4.sub(vr, f32x4.mul(vn, f32x4.splat(-2.12194440e-4)));
-  let vp = f32x4.splat(1.9875691500e-4);
-  vp = madd(vp, vr, f32x4.splat(1.3981999507e-3));
-  vp = madd(vp, vr, f32x4.splat(8.3334519073e-3));
-  vp = madd(vp, vr, f32x4.splat(4.1665795894e-2));
-  vp = madd(vp, vr, f32x4.splat(1.6666665459e-1));
-  vp = madd(vp, vr, f32x4.splat(5.0000001201e-1));
-  vp = madd(f32x4.mul(vp, vr), vr, f32x4.add(vr, f32x4.splat(1)));
-  const vpow2n = i32x4.shl(i32x4.add(i32x4.sub(vshifted, i32x4.splat(0x4b400000)), i32x4.splat(127)), 23);
-  const vresult = f32x4.mul(vp, vpow2n);
-  return v128.andnot(vresult, f32x4.le(x, f32x4.splat(-87.0)));
+@inline function exp2Poly(t: v128, vmagic: v128, c1: v128, c2: v128, c3: v128, c4: v128, c5: v128, c6: v128, one: v128): v128 {
+  const vshifted = f32x4.add(t, vmagic);
+  const f = f32x4.sub(t, f32x4.sub(vshifted, vmagic));
+  let p = madd(c6, f, c5);
+  p = madd(p, f, c4);
+  p = madd(p, f, c3);
+  p = madd(p, f, c2);
+  p = madd(p, f, c1);
+  p = madd(p, f, one);
+  // vshifted's bits are 0x4b400000 + n; shifted left by 23 they are n·2^23 (the constant's bits fall off).
+  return i32x4.add(p, i32x4.shl(vshifted, 23));
 }
 
 /**
@@ -682,9 +678,14 @@ export function f32_softmax(
     i = 0;
     if (ASC_FEATURE_SIMD) {
       const vmax = f32x4.splat(maximum);
+      const vlog2e = constant(Constant.LOG2E), vmin = constant(Constant.EXP2_MIN), vmagic = constant(Constant.ROUND_MAGIC);
+      const c1 = constant(Constant.EXP2_C1), c2 = constant(Constant.EXP2_C2), c3 = constant(Constant.EXP2_C3);
+      const c4 = constant(Constant.EXP2_C4), c5 = constant(Constant.EXP2_C5), c6 = constant(Constant.EXP2_C6);
+      const one = constant(Constant.ONE);
       let vsum = f32x4.splat(0);
       for (; i + 4 <= visible; i += 4) {
-        const p = expNonPositiveF32x4(f32x4.sub(v128.load(row + (<usize>i << 2)), vmax));
+        const t = f32x4.mul(f32x4.sub(v128.load(row + (<usize>i << 2)), vmax), vlog2e);
+        const p = v128.andnot(exp2Poly(t, vmagic, c1, c2, c3, c4, c5, c6, one), f32x4.lt(t, vmin));
         v128.store(row + (<usize>i << 2), p);
         vsum = f32x4.add(vsum, p);
       }

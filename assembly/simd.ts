@@ -33,6 +33,15 @@ const CONSTANTS: usize = memory.data<u32>([
   0x77800000, 0x77800000, 0x77800000, 0x77800000, // TWO_POW_112 (f32 2^112, half → f32 rescale)
   0x8fffffff, 0x8fffffff, 0x8fffffff, 0x8fffffff, // ZERO_HALF_KEEP (see zeroHalvesToF32)
   0x00800080, 0x00800080, 0x00800080, 0x00800080, // SHORTS_128
+  0x3fb8aa3b, 0x3fb8aa3b, 0x3fb8aa3b, 0x3fb8aa3b, // LOG2E (f32 1.442695041)
+  0xc2fa0000, 0xc2fa0000, 0xc2fa0000, 0xc2fa0000, // EXP2_MIN (f32 -125.0)
+  0x3f317218, 0x3f317218, 0x3f317218, 0x3f317218, // EXP2_C1 (f32 0.6931471806)
+  0x3e75fdf0, 0x3e75fdf0, 0x3e75fdf0, 0x3e75fdf0, // EXP2_C2 (f32 0.240226507)
+  0x3d635847, 0x3d635847, 0x3d635847, 0x3d635847, // EXP2_C3 (f32 0.05550410866)
+  0x3c1d955b, 0x3c1d955b, 0x3c1d955b, 0x3c1d955b, // EXP2_C4 (f32 0.009618129108)
+  0x3aaec3ff, 0x3aaec3ff, 0x3aaec3ff, 0x3aaec3ff, // EXP2_C5 (f32 0.001333355815)
+  0x39218489, 0x39218489, 0x39218489, 0x39218489, // EXP2_C6 (f32 0.0001540353039)
+  0x3f800000, 0x3f800000, 0x3f800000, 0x3f800000, // ONE (f32 1.0)
 ], 16);
 
 /** Rows of the constant table (16 bytes each). */
@@ -40,6 +49,7 @@ export const enum Constant {
   BYTES_3 = 0, BYTES_15, SHORTS_3, SHORTS_15, SHORTS_255, ROUND_MAGIC, INTS_128,
   BYTE_1_OF_INTS, BYTE_0_OF_INTS, SHORTS_0_2_OF_INTS, SHORTS_1_3_OF_INTS,
   TWO_POW_112, ZERO_HALF_KEEP, SHORTS_128,
+  LOG2E, EXP2_MIN, EXP2_C1, EXP2_C2, EXP2_C3, EXP2_C4, EXP2_C5, EXP2_C6, ONE,
 }
 
 /** One row of the constant table. */

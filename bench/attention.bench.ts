@@ -17,7 +17,7 @@ import { measureDecode, type DecodeRow, type DecodeSkip } from './decode';
 import { APPEND_SHAPES, GROUP_SIZE, parseArgs, RESIDUAL, USAGE, UsageError, type BenchArgs } from './options';
 import { onnxRuntimeInfo } from './peers/onnx';
 import { elapsedSeconds, formatDuration, progress } from './progress';
-import { markdown, type BuildInfo, type Results } from './report';
+import { markdown, targets, type BuildInfo, type Results } from './report';
 import type { AppendRow } from './appends';
 import type { BytesRow } from './bytes';
 
@@ -134,7 +134,7 @@ async function main(): Promise<number> {
 
   process.stdout.write(`${markdown(results)}\n`);
 
-  const json = `${JSON.stringify(results, null, 1)}\n`;
+  const json = `${JSON.stringify({ ...results, targets: targets(results) }, null, 1)}\n`;
   const files = args.out !== undefined
     ? [args.out]
     : (() => {

@@ -169,6 +169,16 @@ export function markdown(res: Results): string {
     out.push('');
   }
 
+  const goals = targets(res);
+  if (goals.length > 0) {
+    out.push('## Targets', '');
+    out.push('The performance targets of the project, checked against this run, for each SIMD build (single thread, medians). ' +
+      '"Well below" for GQA is read as at least 25% lower per query head than MHA at the same N and head dim. A dash: not measured in this run.');
+    out.push('');
+    out.push(table(['target', 'build', 'measured', 'met'], goals.map((g) => [g.target, g.build, g.measured, g.met === undefined ? '–' : g.met ? 'yes' : '**no**']), ['l', 'l', 'l', 'l']));
+    out.push('');
+  }
+
   if (meta.ort?.notes.length) {
     out.push('onnxruntime-web notes:', ...meta.ort.notes.map((n) => `- ${n}`), '');
   }
@@ -194,4 +204,72 @@ function summary(res: Results): string {
   }
   return [`### Summary: ms per decode step (${build ?? 'no'} build)`, '',
     table(['shape', 'N', ...labels, 'ort best'], body, ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r']), ''].join('\n');
+}
+
+export interface TargetRow {
+  target: string;
+  build: string;
+  measured: string;
+  met?: boolean;
+}
+
+/** The performance targets, evaluated on what this run measured (SIMD builds only). */
+export function targets(res: Results): TargetRow[] {
+  const out: TargetRow[] = [];
+  const builds = res.meta.builds.filter((b) => b.loaded && b.name !== 'scalar').map((b) => b.name);
+  const ok = (r: DecodeRow | undefined): r is DecodeRow & { timing: NonNullable<DecodeRow['timing']> } => r?.status === 'ok' && r.timing !== undefined;
+  const find = (shape: string, n: number, impl: string, build?: string) =>
+    res.decode.find((r) => r.shape === shape && r.context === n && r.impl === impl && (build === undefined || r.build === build));
+  const contexts = [...new Set(res.decode.map((r) => r.context))].sort((a, b) => a - b);
+  for (const build of builds) {
+    const kivi2 = res.decode.filter((r) => r.impl === 'kivi-2' && r.build === build && ok(r));
+    if (kivi2.length === 0) continue;
+    const big = find('llama2-7b', 32768, 'kivi-2', build);
+    out.push({ target: 'KIVI-2, Llama-2-7B layer, N = 32K: ≤ 12 ns per token per kv head', build,
+      measured: ok(big) ? `${big.nsPerTokenPerKvHead!.toFixed(1)} ns` : '–', met: ok(big) ? big.nsPerTokenPerKvHead! <= 12 : undefined });
+    const vsF32 = kivi2.filter((r) => r.context >= 16384 && r.ratioToF32 !== undefined);
+    if (vsF32.length) {
+      const worst = vsF32.reduce((a, b) => (a.ratioToF32! > b.ratioToF32! ? a : b));
+      out.push({ target: 'KIVI-2 ≥ 3.5× faster than our f32 kernel at N ≥ 16K (slowest case)', build,
+        measured: `${(1 / worst.ratioToF32!).toFixed(2)}× (${SHAPES.find((s) => s.name === worst.shape)!.model}, ${tokens(worst.context)}); all: ${vsF32.map((r) => (1 / r.ratioToF32!).toFixed(1)).join(', ')}×`,
+        met: 1 / worst.ratioToF32! >= 3.5 });
+    }
+    const vsOrt = kivi2.filter((r) => r.context >= 4096 && r.ratioToOrtBest !== undefined);
+    if (vsOrt.length) {
+      const worst = vsOrt.reduce((a, b) => (a.ratioToOrtBest! > b.ratioToOrtBest! ? a : b));
+      out.push({ target: 'KIVI-2 ≥ 20× faster than onnxruntime-web (best graph) at N ≥ 4K (slowest case)', build,
+        measured: `${(1 / worst.ratioToOrtBest!).toFixed(1)}× (${SHAPES.find((s) => s.name === worst.shape)!.model}, ${tokens(worst.context)}); all: ${vsOrt.map((r) => (1 / r.ratioToOrtBest!).toFixed(1)).join(', ')}×`,
+        met: 1 / worst.ratioToOrtBest! >= 20 });
+    }
+    const pairs = kivi2.map((r) => [r, find(r.shape, r.context, 'kivi-4', build)] as const).filter(([, r4]) => ok(r4));
+    if (pairs.length) {
+      const ratios = pairs.map(([r2, r4]) => ({ r2, ratio: r4!.timing!.medianMs / r2.timing!.medianMs }));
+      const worst = ratios.reduce((a, b) => (a.ratio > b.ratio ? a : b));
+      out.push({ target: 'KIVI-4 ≤ 1.5× the time of KIVI-2 (largest ratio)', build,
+        measured: `${worst.ratio.toFixed(2)}× (${SHAPES.find((s) => s.name === worst.r2.shape)!.model}, ${tokens(worst.r2.context)}); all: ${ratios.map((x) => x.ratio.toFixed(2)).join(', ')}×`,
+        met: worst.ratio <= 1.5 });
+    }
+    // Llama-3-8B and Llama-2-7B both have 32 query heads of dim 128: ms per step compare per query head.
+    const gqa = contexts.map((n) => [n, find('llama3-8b', n, 'kivi-2', build), find('llama2-7b', n, 'kivi-2', build)] as const).filter(([, g, m]) => ok(g) && ok(m));
+    if (gqa.length) {
+      const ratios = gqa.map(([n, g, m]) => ({ n, ratio: g!.timing!.medianMs / m!.timing!.medianMs }));
+      const worst = ratios.reduce((a, b) => (a.ratio > b.ratio ? a : b));
+      out.push({ target: 'GQA (Llama-3-8B, 4 query heads per kv head): cost per token per query head well below MHA (Llama-2-7B), KIVI-2', build,
+        measured: `${worst.ratio.toFixed(2)}× of MHA at worst (${tokens(worst.n)}); ${ratios.map((x) => `${tokens(x.n)}: ${x.ratio.toFixed(2)}×`).join(', ')}`,
+        met: worst.ratio <= 0.75 });
+    }
+    const appends = res.appends.filter((a) => a.build === build && a.bits !== 32 && !a.error);
+    if (appends.length) {
+      const rates = appends.flatMap((a) => [a.prefill!.gbPerS, a.decode!.gbPerS]);
+      const slowest = Math.min(...rates);
+      out.push({ target: 'Appends ≥ 1 GB/s of f32 input, prefill and decode (slowest)', build, measured: `${slowest.toFixed(2)} GB/s (range ${slowest.toFixed(2)}–${Math.max(...rates).toFixed(2)})`, met: slowest >= 1 });
+    }
+  }
+  const bytes = res.bytes.filter((b) => b.bits !== 32 && !b.error);
+  if (bytes.length) {
+    const worst = Math.max(...bytes.map((b) => Math.max(Math.abs(b.byteLengthOverFormula! - 1), Math.abs(b.statsOverFormula! - 1))));
+    out.push({ target: `Bytes held at ${tokens(bytes[0]!.tokens)} tokens within 3% of (b + 32/G)/8 per number plus the residual`, build: bytes[0]!.build,
+      measured: `largest deviation ${(100 * worst).toFixed(1)}% (byteLength and stats().bytes, every bits and shape)`, met: worst <= 0.03 });
+  }
+  return out;
 }

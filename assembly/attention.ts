@@ -879,33 +879,51 @@ export function f32_f32_accumulate(
   return i32x4.add(i32x4.dot_i16x8_s(e, v128.load(wq)), i32x4.dot_i16x8_s(o, v128.load(wq, 16)));
 }
 
-/** Σ_t â·code per channel of one channel quad of a value block for four query rows (WIDE) whose
- *  prepared weights are `rowStride` bytes apart, added into out as γ·sum. */
+/** Σ_t â·code per channel of two adjacent channel quads of a value block (at codes and codes +
+ *  quadBytes) for four query rows (WIDE) whose prepared weights are `rowStride` bytes apart, added
+ *  into out as γ·sum; the two quads share each load of the rows' weights. Each plane shifts the
+ *  chunk right by BITS (a constant); the weights advance 32 bytes a plane. */
 // @ts-ignore: decorator
-@inline function valueQuadRows4(BITS: i32, codes: usize, w: usize, rowStride: usize,
+@inline function valueQuadPairRows4(BITS: i32, codes: usize, quadBytes: usize, w: usize, rowStride: usize,
   out: usize, outRowBytes: usize, gammas: usize, gammaStride: usize, vmask16: v128): void {
   const planes = 8 / BITS;
   const chunks = (VALUE_BLOCK * BITS) >> 5;
-  let vacc0 = i32x4.splat(0), vacc1 = i32x4.splat(0), vacc2 = i32x4.splat(0), vacc3 = i32x4.splat(0);
+  let a0 = i32x4.splat(0), a1 = i32x4.splat(0), a2 = i32x4.splat(0), a3 = i32x4.splat(0);
+  let b0 = i32x4.splat(0), b1 = i32x4.splat(0), b2 = i32x4.splat(0), b3 = i32x4.splat(0);
   let wq = w;
   for (let r = 0; r < chunks; r++) {
-    // Each plane shifts the chunk right by BITS (a constant); the weights advance 32 bytes a plane.
     let v = v128.load(codes + (<usize>r << 4));
+    let v2 = v128.load(codes + quadBytes + (<usize>r << 4));
     for (let s = 0; s < planes; s++) {
-      const e = v128.and(v, vmask16);
-      const o = v128.and(i16x8.shr_u(v, 8), vmask16);
-      vacc0 = i32x4.add(vacc0, wideStep(e, o, wq));
-      vacc1 = i32x4.add(vacc1, wideStep(e, o, wq + rowStride));
-      vacc2 = i32x4.add(vacc2, wideStep(e, o, wq + 2 * rowStride));
-      vacc3 = i32x4.add(vacc3, wideStep(e, o, wq + 3 * rowStride));
+      const e = v128.and(v, vmask16), o = v128.and(i16x8.shr_u(v, 8), vmask16);
+      const e2 = v128.and(v2, vmask16), o2 = v128.and(i16x8.shr_u(v2, 8), vmask16);
+      let we = v128.load(wq), wo = v128.load(wq, 16);
+      a0 = i32x4.add(a0, i32x4.add(i32x4.dot_i16x8_s(e, we), i32x4.dot_i16x8_s(o, wo)));
+      b0 = i32x4.add(b0, i32x4.add(i32x4.dot_i16x8_s(e2, we), i32x4.dot_i16x8_s(o2, wo)));
+      we = v128.load(wq + rowStride); wo = v128.load(wq + rowStride, 16);
+      a1 = i32x4.add(a1, i32x4.add(i32x4.dot_i16x8_s(e, we), i32x4.dot_i16x8_s(o, wo)));
+      b1 = i32x4.add(b1, i32x4.add(i32x4.dot_i16x8_s(e2, we), i32x4.dot_i16x8_s(o2, wo)));
+      we = v128.load(wq + 2 * rowStride); wo = v128.load(wq + 2 * rowStride, 16);
+      a2 = i32x4.add(a2, i32x4.add(i32x4.dot_i16x8_s(e, we), i32x4.dot_i16x8_s(o, wo)));
+      b2 = i32x4.add(b2, i32x4.add(i32x4.dot_i16x8_s(e2, we), i32x4.dot_i16x8_s(o2, wo)));
+      we = v128.load(wq + 3 * rowStride); wo = v128.load(wq + 3 * rowStride, 16);
+      a3 = i32x4.add(a3, i32x4.add(i32x4.dot_i16x8_s(e, we), i32x4.dot_i16x8_s(o, wo)));
+      b3 = i32x4.add(b3, i32x4.add(i32x4.dot_i16x8_s(e2, we), i32x4.dot_i16x8_s(o2, wo)));
       wq += 32;
       v = i16x8.shr_u(v, BITS);
+      v2 = i16x8.shr_u(v2, BITS);
     }
   }
-  v128.store(out, madd(f32x4.splat(load<f32>(gammas)), f32x4.convert_i32x4_s(vacc0), v128.load(out)));
-  v128.store(out + outRowBytes, madd(f32x4.splat(load<f32>(gammas + gammaStride)), f32x4.convert_i32x4_s(vacc1), v128.load(out + outRowBytes)));
-  v128.store(out + 2 * outRowBytes, madd(f32x4.splat(load<f32>(gammas + 2 * gammaStride)), f32x4.convert_i32x4_s(vacc2), v128.load(out + 2 * outRowBytes)));
-  v128.store(out + 3 * outRowBytes, madd(f32x4.splat(load<f32>(gammas + 3 * gammaStride)), f32x4.convert_i32x4_s(vacc3), v128.load(out + 3 * outRowBytes)));
+  const g0 = f32x4.splat(load<f32>(gammas)), g1 = f32x4.splat(load<f32>(gammas + gammaStride));
+  const g2 = f32x4.splat(load<f32>(gammas + 2 * gammaStride)), g3 = f32x4.splat(load<f32>(gammas + 3 * gammaStride));
+  v128.store(out, madd(g0, f32x4.convert_i32x4_s(a0), v128.load(out)));
+  v128.store(out, madd(g0, f32x4.convert_i32x4_s(b0), v128.load(out, 16)), 16);
+  v128.store(out + outRowBytes, madd(g1, f32x4.convert_i32x4_s(a1), v128.load(out + outRowBytes)));
+  v128.store(out + outRowBytes, madd(g1, f32x4.convert_i32x4_s(b1), v128.load(out + outRowBytes, 16)), 16);
+  v128.store(out + 2 * outRowBytes, madd(g2, f32x4.convert_i32x4_s(a2), v128.load(out + 2 * outRowBytes)));
+  v128.store(out + 2 * outRowBytes, madd(g2, f32x4.convert_i32x4_s(b2), v128.load(out + 2 * outRowBytes, 16)), 16);
+  v128.store(out + 3 * outRowBytes, madd(g3, f32x4.convert_i32x4_s(a3), v128.load(out + 3 * outRowBytes)));
+  v128.store(out + 3 * outRowBytes, madd(g3, f32x4.convert_i32x4_s(b3), v128.load(out + 3 * outRowBytes, 16)), 16);
 }
 
 /** The same for one query row, in either mode, the eight steps unrolled (every shift and offset a
@@ -968,9 +986,10 @@ export function f32_f32_accumulate(
   let m = 0;
   // RELAXED serves fewer than four rows (see qtoken_f32_accumulate).
   for (; mode == WIDE && m + 4 <= rows; m += 4) {
-    for (let c = 0; c < D; c += 4) {
+    // gv is a multiple of 8, so a group's channel quads come in pairs.
+    for (let c = 0; c < D; c += 8) {
       const g = c / gv;
-      valueQuadRows4(BITS, codes + <usize>(c >> 2) * quadBytes, prepared + <usize>m * rowWeights + <usize>g * groupWeights, rowWeights,
+      valueQuadPairRows4(BITS, codes + <usize>(c >> 2) * quadBytes, quadBytes, prepared + <usize>m * rowWeights + <usize>g * groupWeights, rowWeights,
         out + <usize>m * outRowBytes + (<usize>c << 2), outRowBytes, gammas + (<usize>(m * groups + g) << 2), <usize>groups << 2, vmask16);
     }
   }

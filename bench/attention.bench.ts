@@ -132,7 +132,8 @@ async function main(): Promise<number> {
     failures,
   };
 
-  process.stdout.write(`${markdown(results)}\n`);
+  const report = `${markdown(results)}\n`;
+  process.stdout.write(report);
 
   const json = `${JSON.stringify({ ...results, targets: targets(results) }, null, 1)}\n`;
   const files = args.out !== undefined
@@ -145,7 +146,10 @@ async function main(): Promise<number> {
         return [new URL('latest.json', dir), new URL(`${date.toISOString().slice(0, 10)}-${process.version}.json`, dir)];
       })();
   for (const f of files) writeFileSync(f, json);
-  progress(`JSON written to ${files.map((f) => (f instanceof URL ? f.pathname : f)).join(', ')}; whole run ${formatDuration(elapsedSeconds())}`);
+  // The dated markdown report beside the dated JSON (a full run only).
+  const dated = args.out === undefined && !args.quick ? files[1] : undefined;
+  if (dated instanceof URL) writeFileSync(new URL(dated.href.replace(/\.json$/, '.md')), report);
+  progress(`JSON written to ${files.map((f) => (f instanceof URL ? f.pathname : f)).join(', ')}${dated ? ' (and the report beside the dated one, .md)' : ''}; whole run ${formatDuration(elapsedSeconds())}`);
   if (failures.length) progress(`${failures.length} failure(s): see the end of the report`);
   return failures.length ? 1 : 0;
 }

@@ -69,7 +69,7 @@ export const USAGE = `Usage: npm run bench -- [options]
 Measures, in one process: (1) one decode step of attention (one query token, every head of one layer)
 for KIVI 2/4/8-bit and f32 caches on every wasm build this runtime runs, a plain-JavaScript f32 attention
 and onnxruntime-web; (2) append (quantize) throughput; (3) bytes held per token. Markdown on stdout,
-progress on stderr, JSON in bench/results/.
+progress on stderr, JSON (and, for a full run, the markdown report beside the dated JSON) in bench/results/.
 
 Options (a list is comma-separated; contexts accept a k suffix, e.g. 4k):
   --shapes LIST          ${SHAPES.map((s) => `${s.name} (${s.queryHeads}/${s.kvHeads}/${s.headDim})`).join(', ')}

@@ -861,23 +861,6 @@ export function f32_f32_accumulate(
   return v128.and(shift == 0 ? v : i16x8.shr_u(v, shift), vmask8);
 }
 
-/** The codes of step i of the even and the odd tokens of each channel lane, as i16 lanes (WIDE). */
-// @ts-ignore: decorator
-@inline function stepEven(BITS: i32, codes: usize, i: i32, vmask16: v128): v128 {
-  const planes = 8 / BITS;
-  return evenCodes(v128.load(codes + <usize>((i / planes) << 4)), (i % planes) * BITS, vmask16);
-}
-// @ts-ignore: decorator
-@inline function stepOdd(BITS: i32, codes: usize, i: i32, vmask16: v128): v128 {
-  const planes = 8 / BITS;
-  return oddCodes(v128.load(codes + <usize>((i / planes) << 4)), (i % planes) * BITS, vmask16, BITS);
-}
-
-/** Σ over the step's 4 tokens of â·code, i32 lanes = channels (WIDE; e, o from stepEven/stepOdd). */
-// @ts-ignore: decorator
-@inline function wideStep(e: v128, o: v128, wq: usize): v128 {
-  return i32x4.add(i32x4.dot_i16x8_s(e, v128.load(wq)), i32x4.dot_i16x8_s(o, v128.load(wq, 16)));
-}
 
 /** Σ_t â·code per channel of two adjacent channel quads of a value block (at codes and codes +
  *  quadBytes) for four query rows (WIDE) whose prepared weights are `rowStride` bytes apart, added
@@ -926,49 +909,62 @@ export function f32_f32_accumulate(
   v128.store(out + 3 * outRowBytes, madd(g3, f32x4.convert_i32x4_s(b3), v128.load(out + 3 * outRowBytes, 16)), 16);
 }
 
-/** The same for one query row, in either mode, the eight steps unrolled (every shift and offset a
- *  constant): the loop of the MHA decode step. RELAXED sums the products of the high and of the low
- *  weight bytes in i16 lanes: at most 8 steps × 2 products × 128 × 15 = 30720 per lane. */
+/** Σ_t â·code per channel of one channel quad for one query row (RELAXED), the eight steps unrolled
+ *  (every shift and offset a constant): the loop of the MHA decode step in the relaxed build. The
+ *  products of the high and of the low weight bytes are summed in i16 lanes: at most 8 steps × 2
+ *  products × 128 × 15 = 30720 per lane. */
 // @ts-ignore: decorator
-@inline function valueQuadRow1(BITS: i32, mode: i32, codes: usize, w: usize, out: usize, gamma: f32, vmask8: v128, vmask16: v128): void {
-  let vsum: v128;
-  if (mode == RELAXED) {
-    let k = stepBytes(BITS, codes, 0, vmask8);
-    let vhigh = dotI8I7(v128.load(w), k);
-    let vlow = dotI8I7(v128.load(w, 16), k);
-    k = stepBytes(BITS, codes, 1, vmask8);
-    vhigh = i16x8.add(vhigh, dotI8I7(v128.load(w, 32), k));
-    vlow = i16x8.add(vlow, dotI8I7(v128.load(w, 48), k));
-    k = stepBytes(BITS, codes, 2, vmask8);
-    vhigh = i16x8.add(vhigh, dotI8I7(v128.load(w, 64), k));
-    vlow = i16x8.add(vlow, dotI8I7(v128.load(w, 80), k));
-    k = stepBytes(BITS, codes, 3, vmask8);
-    vhigh = i16x8.add(vhigh, dotI8I7(v128.load(w, 96), k));
-    vlow = i16x8.add(vlow, dotI8I7(v128.load(w, 112), k));
-    k = stepBytes(BITS, codes, 4, vmask8);
-    vhigh = i16x8.add(vhigh, dotI8I7(v128.load(w, 128), k));
-    vlow = i16x8.add(vlow, dotI8I7(v128.load(w, 144), k));
-    k = stepBytes(BITS, codes, 5, vmask8);
-    vhigh = i16x8.add(vhigh, dotI8I7(v128.load(w, 160), k));
-    vlow = i16x8.add(vlow, dotI8I7(v128.load(w, 176), k));
-    k = stepBytes(BITS, codes, 6, vmask8);
-    vhigh = i16x8.add(vhigh, dotI8I7(v128.load(w, 192), k));
-    vlow = i16x8.add(vlow, dotI8I7(v128.load(w, 208), k));
-    k = stepBytes(BITS, codes, 7, vmask8);
-    vhigh = i16x8.add(vhigh, dotI8I7(v128.load(w, 224), k));
-    vlow = i16x8.add(vlow, dotI8I7(v128.load(w, 240), k));
-    vsum = highLowSums(vhigh, vlow);
-  } else {
-    vsum = wideStep(stepEven(BITS, codes, 0, vmask16), stepOdd(BITS, codes, 0, vmask16), w);
-    vsum = i32x4.add(vsum, wideStep(stepEven(BITS, codes, 1, vmask16), stepOdd(BITS, codes, 1, vmask16), w + 32));
-    vsum = i32x4.add(vsum, wideStep(stepEven(BITS, codes, 2, vmask16), stepOdd(BITS, codes, 2, vmask16), w + 64));
-    vsum = i32x4.add(vsum, wideStep(stepEven(BITS, codes, 3, vmask16), stepOdd(BITS, codes, 3, vmask16), w + 96));
-    vsum = i32x4.add(vsum, wideStep(stepEven(BITS, codes, 4, vmask16), stepOdd(BITS, codes, 4, vmask16), w + 128));
-    vsum = i32x4.add(vsum, wideStep(stepEven(BITS, codes, 5, vmask16), stepOdd(BITS, codes, 5, vmask16), w + 160));
-    vsum = i32x4.add(vsum, wideStep(stepEven(BITS, codes, 6, vmask16), stepOdd(BITS, codes, 6, vmask16), w + 192));
-    vsum = i32x4.add(vsum, wideStep(stepEven(BITS, codes, 7, vmask16), stepOdd(BITS, codes, 7, vmask16), w + 224));
+@inline function valueQuadRow1Relaxed(BITS: i32, codes: usize, w: usize, out: usize, gamma: f32, vmask8: v128): void {
+  let k = stepBytes(BITS, codes, 0, vmask8);
+  let vhigh = dotI8I7(v128.load(w), k);
+  let vlow = dotI8I7(v128.load(w, 16), k);
+  k = stepBytes(BITS, codes, 1, vmask8);
+  vhigh = i16x8.add(vhigh, dotI8I7(v128.load(w, 32), k));
+  vlow = i16x8.add(vlow, dotI8I7(v128.load(w, 48), k));
+  k = stepBytes(BITS, codes, 2, vmask8);
+  vhigh = i16x8.add(vhigh, dotI8I7(v128.load(w, 64), k));
+  vlow = i16x8.add(vlow, dotI8I7(v128.load(w, 80), k));
+  k = stepBytes(BITS, codes, 3, vmask8);
+  vhigh = i16x8.add(vhigh, dotI8I7(v128.load(w, 96), k));
+  vlow = i16x8.add(vlow, dotI8I7(v128.load(w, 112), k));
+  k = stepBytes(BITS, codes, 4, vmask8);
+  vhigh = i16x8.add(vhigh, dotI8I7(v128.load(w, 128), k));
+  vlow = i16x8.add(vlow, dotI8I7(v128.load(w, 144), k));
+  k = stepBytes(BITS, codes, 5, vmask8);
+  vhigh = i16x8.add(vhigh, dotI8I7(v128.load(w, 160), k));
+  vlow = i16x8.add(vlow, dotI8I7(v128.load(w, 176), k));
+  k = stepBytes(BITS, codes, 6, vmask8);
+  vhigh = i16x8.add(vhigh, dotI8I7(v128.load(w, 192), k));
+  vlow = i16x8.add(vlow, dotI8I7(v128.load(w, 208), k));
+  k = stepBytes(BITS, codes, 7, vmask8);
+  vhigh = i16x8.add(vhigh, dotI8I7(v128.load(w, 224), k));
+  vlow = i16x8.add(vlow, dotI8I7(v128.load(w, 240), k));
+  v128.store(out, madd(f32x4.splat(gamma), f32x4.convert_i32x4_s(highLowSums(vhigh, vlow)), v128.load(out)));
+}
+
+/** The WIDE form of valueQuadRow1 for two adjacent channel quads (at codes and codes + quadBytes),
+ *  which share each load of the weights; each plane shifts the chunks right by BITS (a constant). */
+// @ts-ignore: decorator
+@inline function valueQuadPairRow1Wide(BITS: i32, codes: usize, quadBytes: usize, w: usize, out: usize, gamma: f32, vmask16: v128): void {
+  const planes = 8 / BITS;
+  const chunks = (VALUE_BLOCK * BITS) >> 5;
+  let vsum = i32x4.splat(0), vsum2 = i32x4.splat(0);
+  let wq = w;
+  for (let r = 0; r < chunks; r++) {
+    let v = v128.load(codes + (<usize>r << 4));
+    let v2 = v128.load(codes + quadBytes + (<usize>r << 4));
+    for (let s = 0; s < planes; s++) {
+      const we = v128.load(wq), wo = v128.load(wq, 16);
+      vsum = i32x4.add(vsum, i32x4.add(i32x4.dot_i16x8_s(v128.and(v, vmask16), we), i32x4.dot_i16x8_s(v128.and(i16x8.shr_u(v, 8), vmask16), wo)));
+      vsum2 = i32x4.add(vsum2, i32x4.add(i32x4.dot_i16x8_s(v128.and(v2, vmask16), we), i32x4.dot_i16x8_s(v128.and(i16x8.shr_u(v2, 8), vmask16), wo)));
+      wq += 32;
+      v = i16x8.shr_u(v, BITS);
+      v2 = i16x8.shr_u(v2, BITS);
+    }
   }
-  v128.store(out, madd(f32x4.splat(gamma), f32x4.convert_i32x4_s(vsum), v128.load(out)));
+  const vgamma = f32x4.splat(gamma);
+  v128.store(out, madd(vgamma, f32x4.convert_i32x4_s(vsum), v128.load(out)));
+  v128.store(out, madd(vgamma, f32x4.convert_i32x4_s(vsum2), v128.load(out, 16)), 16);
 }
 
 /** The integer value kernel over one block's channel quads, for a compile-time BITS. */
@@ -998,8 +994,15 @@ export function f32_f32_accumulate(
       const gamma = load<f32>(gammas + (<usize>(m * groups + g) << 2));
       if (gamma == 0) continue; // every weight of this row is 0 here (causal mask)
       const w = prepared + <usize>m * rowWeights + <usize>g * groupWeights;
-      for (let c = g * gv; c < (g + 1) * gv; c += 4) {
-        valueQuadRow1(BITS, mode, codes + <usize>(c >> 2) * quadBytes, w, out + <usize>m * outRowBytes + (<usize>c << 2), gamma, vmask8, vmask16);
+      if (mode == WIDE) {
+        // gv is a multiple of 8, so a group's channel quads come in pairs.
+        for (let c = g * gv; c < (g + 1) * gv; c += 8) {
+          valueQuadPairRow1Wide(BITS, codes + <usize>(c >> 2) * quadBytes, quadBytes, w, out + <usize>m * outRowBytes + (<usize>c << 2), gamma, vmask16);
+        }
+      } else {
+        for (let c = g * gv; c < (g + 1) * gv; c += 4) {
+          valueQuadRow1Relaxed(BITS, codes + <usize>(c >> 2) * quadBytes, w, out + <usize>m * outRowBytes + (<usize>c << 2), gamma, vmask8);
+        }
       }
     }
   }

@@ -431,6 +431,36 @@ function prepareKeyQueriesWideF32(rows: i32, D: i32, qmax: f32, queries: usize, 
   return transposeSum(vacc0, vacc1, vacc2, vacc3, false);
 }
 
+/** keyRowDot1 (WIDE, no tail) for two code rows at once (at row and row + D), sharing each load of
+ *  the query; their scores (α·dot + β, lane s = token j + s·W) go to out and out + 4 bytes, lanes
+ *  `laneBytes` apart. */
+// @ts-ignore: decorator
+@inline function keyRowPairScores1(BITS: i32, D: i32, row: usize, q: usize, vmask16: v128,
+  valpha: v128, vbeta: v128, out: usize, laneBytes: usize, planes: i32): void {
+  let a0 = i32x4.splat(0), a1 = i32x4.splat(0), a2 = i32x4.splat(0), a3 = i32x4.splat(0);
+  let b0 = i32x4.splat(0), b1 = i32x4.splat(0), b2 = i32x4.splat(0), b3 = i32x4.splat(0);
+  for (let c = 0; c + 16 <= D; c += 16) {
+    const v = v128.load(row + <usize>c);
+    const v2 = v128.load(row + <usize>(D + c));
+    const qa = q + (<usize>c << 1);
+    const qe = v128.load(qa), qo = v128.load(qa, 16);
+    a0 = i32x4.add(a0, i32x4.add(i32x4.dot_i16x8_s(evenCodes(v, 0, vmask16), qe), i32x4.dot_i16x8_s(oddCodes(v, 0, vmask16, BITS), qo)));
+    b0 = i32x4.add(b0, i32x4.add(i32x4.dot_i16x8_s(evenCodes(v2, 0, vmask16), qe), i32x4.dot_i16x8_s(oddCodes(v2, 0, vmask16, BITS), qo)));
+    if (planes > 1) {
+      a1 = i32x4.add(a1, i32x4.add(i32x4.dot_i16x8_s(evenCodes(v, BITS, vmask16), qe), i32x4.dot_i16x8_s(oddCodes(v, BITS, vmask16, BITS), qo)));
+      b1 = i32x4.add(b1, i32x4.add(i32x4.dot_i16x8_s(evenCodes(v2, BITS, vmask16), qe), i32x4.dot_i16x8_s(oddCodes(v2, BITS, vmask16, BITS), qo)));
+    }
+    if (planes > 2) {
+      a2 = i32x4.add(a2, i32x4.add(i32x4.dot_i16x8_s(evenCodes(v, 2 * BITS, vmask16), qe), i32x4.dot_i16x8_s(oddCodes(v, 2 * BITS, vmask16, BITS), qo)));
+      b2 = i32x4.add(b2, i32x4.add(i32x4.dot_i16x8_s(evenCodes(v2, 2 * BITS, vmask16), qe), i32x4.dot_i16x8_s(oddCodes(v2, 2 * BITS, vmask16, BITS), qo)));
+      a3 = i32x4.add(a3, i32x4.add(i32x4.dot_i16x8_s(evenCodes(v, 3 * BITS, vmask16), qe), i32x4.dot_i16x8_s(oddCodes(v, 3 * BITS, vmask16, BITS), qo)));
+      b3 = i32x4.add(b3, i32x4.add(i32x4.dot_i16x8_s(evenCodes(v2, 3 * BITS, vmask16), qe), i32x4.dot_i16x8_s(oddCodes(v2, 3 * BITS, vmask16, BITS), qo)));
+    }
+  }
+  storeLanes(madd(valpha, f32x4.convert_i32x4_s(transposeSum(a0, a1, a2, a3, false)), vbeta), out, laneBytes, planes);
+  storeLanes(madd(valpha, f32x4.convert_i32x4_s(transposeSum(b0, b1, b2, b3, false)), vbeta), out + 4, laneBytes, planes);
+}
+
 /** Stores lanes of v at up to four rows `rowBytes` apart (lanes >= count are dropped). */
 // @ts-ignore: decorator
 @inline function storeLanes(v: v128, at: usize, rowBytes: usize, count: i32): void {
@@ -477,7 +507,14 @@ function prepareKeyQueriesWideF32(rows: i32, D: i32, qmax: f32, queries: usize, 
     const vbeta = f32x4.splat(load<f32>(alphaBeta + (<usize>m << 3), 4));
     const q = prepared + <usize>(m * 2 * D);
     const out = blockScores + <usize>m * scoreRowBytes;
-    for (let j = 0; j < rowBytes; j++) {
+    let j = 0;
+    if (mode == WIDE && !TAIL) {
+      // Two code rows share each query load (rowBytes is even: W = 4·b).
+      for (; j < rowBytes; j += 2) {
+        keyRowPairScores1(BITS, D, codes + <usize>(j * D), q, vmask16, valpha, vbeta, out + (<usize>j << 2), <usize>rowBytes << 2, planes);
+      }
+    }
+    for (; j < rowBytes; j++) {
       // Lane s is the token j + s·W.
       const vscores = madd(valpha, f32x4.convert_i32x4_s(keyRowDot1(BITS, mode, TAIL, D, codes + <usize>(j * D), q, vmask8, vmask16)), vbeta);
       storeLanes(vscores, out + (<usize>j << 2), <usize>rowBytes << 2, planes);

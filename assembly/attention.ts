@@ -16,8 +16,8 @@
 // The SIMD builds compute the quantized parts with integer dot products:
 //   keys    score_t = α·Σ_c q̂_c·code_{c,t} + Σ_c q_c·z_c, where q̂ = round(q∘s / α) is the query with
 //           the block's channel scales folded in, quantized to 16 bits (α = max|q∘s| / 32639), so
-//           one i32x4.dot_i16x8_s (or, in the relaxed build, two relaxed_dot_i8x16_i7x16_add_s on
-//           its high and low signed bytes) multiplies 8 (16) channels;
+//           one i32x4.dot_i16x8_s multiplies 8 channels (in the relaxed build, for up to three
+//           rows, two i16x8.relaxed_dot_i8x16_i7x16_s on q̂'s high and low signed bytes multiply 16);
 //   values  out_c += γ_g·Σ_t â_{t,g}·code_{t,c} + Σ_t w_t·z_{t,g}, where â = round(w_t·s_{t,g} / γ_g)
 //           is the softmax weight with the token's group scale folded in, quantized per block to
 //           16 bits, and the value block's layout puts 4 tokens of a channel in each 32-bit lane.
@@ -25,6 +25,10 @@
 // is 2e-3 relative); the tests measure what this costs against float64. Query rows are processed
 // four at a time where possible, so the query heads of a GQA group share each unpacked vector of
 // codes. The scalar build computes the same in f32.
+//
+// Each (bits, mode, tail) instance is its own wasm function (keyScoresRelaxed2 and the like), and
+// the SIMD constants come from a table (simd.ts): both for V8's sake, each measured on the decode
+// step (README, "How attention runs").
 
 import { scaleHalvesToF32, scalesZerosToF32, zeroHalvesToF32 } from './half';
 import { unpackPlanarF32 } from './pack';
@@ -184,7 +188,7 @@ export function f32_f32_scores(
  *  block about to be read, where touching the block two ahead gave 19.4 and four ahead 22; at 2
  *  bits, where the work per byte is highest, every distance costs more than it saves, so it is off. */
 // @ts-ignore: decorator
-@inline function touchAhead(block: usize, bytes: usize): u32 {
+@inline function touchBlock(block: usize, bytes: usize): u32 {
   let sum: u32 = 0;
   for (let offset: usize = 0; offset < bytes; offset += 64) sum |= load<u32>(block + offset);
   return sum;
@@ -390,43 +394,22 @@ function prepareKeyQueriesWideF32(rows: i32, D: i32, qmax: f32, queries: usize, 
 }
 
 /** [Σ q̂_m·code for m = 0..3] for the token of one plane (`shift` = s·BITS, a constant) of one code
- *  row, four query rows (prepared 2·D bytes apart) sharing each unpacked vector of codes. */
+ *  row, four query rows (prepared 2·D bytes apart, WIDE) sharing each unpacked vector of codes. */
 // @ts-ignore: decorator
-@inline function keyPlaneDot4(BITS: i32, mode: i32, TAIL: bool, D: i32, row: usize, shift: i32, q: usize, vmask8: v128, vmask16: v128): v128 {
+@inline function keyPlaneDot4(BITS: i32, TAIL: bool, D: i32, row: usize, shift: i32, q: usize, vmask16: v128): v128 {
   const stride = <usize>(2 * D);
   let vacc0 = i32x4.splat(0), vacc1 = i32x4.splat(0), vacc2 = i32x4.splat(0), vacc3 = i32x4.splat(0);
-  let vlow0 = i32x4.splat(0), vlow1 = i32x4.splat(0), vlow2 = i32x4.splat(0), vlow3 = i32x4.splat(0);
   for (let c = 0; TAIL ? c < D : c + 16 <= D; c += 16) {
     const full = !TAIL || c + 16 <= D;
     const v = full ? v128.load(row + <usize>c) : v128.load64_zero(row + <usize>c);
-    if (mode == RELAXED) {
-      const k = v128.and(shift == 0 ? v : i16x8.shr_u(v, shift), vmask8);
-      const h = q + <usize>c;
-      const l = h + <usize>D;
-      vacc0 = i16x8.add(vacc0, dotI8I7(full ? v128.load(h) : v128.load64_zero(h), k));
-      vacc1 = i16x8.add(vacc1, dotI8I7(full ? v128.load(h + stride) : v128.load64_zero(h + stride), k));
-      vacc2 = i16x8.add(vacc2, dotI8I7(full ? v128.load(h + 2 * stride) : v128.load64_zero(h + 2 * stride), k));
-      vacc3 = i16x8.add(vacc3, dotI8I7(full ? v128.load(h + 3 * stride) : v128.load64_zero(h + 3 * stride), k));
-      vlow0 = i16x8.add(vlow0, dotI8I7(full ? v128.load(l) : v128.load64_zero(l), k));
-      vlow1 = i16x8.add(vlow1, dotI8I7(full ? v128.load(l + stride) : v128.load64_zero(l + stride), k));
-      vlow2 = i16x8.add(vlow2, dotI8I7(full ? v128.load(l + 2 * stride) : v128.load64_zero(l + 2 * stride), k));
-      vlow3 = i16x8.add(vlow3, dotI8I7(full ? v128.load(l + 3 * stride) : v128.load64_zero(l + 3 * stride), k));
-    } else {
-      const e = evenCodes(v, shift, vmask16);
-      const o = oddCodes(v, shift, vmask16, BITS);
-      const a = q + (<usize>c << 1);
-      const half: usize = full ? 16 : 8;
-      vacc0 = i32x4.add(vacc0, i32x4.add(i32x4.dot_i16x8_s(e, v128.load(a)), i32x4.dot_i16x8_s(o, v128.load(a + half))));
-      vacc1 = i32x4.add(vacc1, i32x4.add(i32x4.dot_i16x8_s(e, v128.load(a + stride)), i32x4.dot_i16x8_s(o, v128.load(a + stride + half))));
-      vacc2 = i32x4.add(vacc2, i32x4.add(i32x4.dot_i16x8_s(e, v128.load(a + 2 * stride)), i32x4.dot_i16x8_s(o, v128.load(a + 2 * stride + half))));
-      vacc3 = i32x4.add(vacc3, i32x4.add(i32x4.dot_i16x8_s(e, v128.load(a + 3 * stride)), i32x4.dot_i16x8_s(o, v128.load(a + 3 * stride + half))));
-    }
-  }
-  if (mode == RELAXED) {
-    vacc0 = highLowSums(vacc0, vlow0);
-    vacc1 = highLowSums(vacc1, vlow1);
-    vacc2 = highLowSums(vacc2, vlow2);
-    vacc3 = highLowSums(vacc3, vlow3);
+    const e = evenCodes(v, shift, vmask16);
+    const o = oddCodes(v, shift, vmask16, BITS);
+    const a = q + (<usize>c << 1);
+    const half: usize = full ? 16 : 8;
+    vacc0 = i32x4.add(vacc0, i32x4.add(i32x4.dot_i16x8_s(e, v128.load(a)), i32x4.dot_i16x8_s(o, v128.load(a + half))));
+    vacc1 = i32x4.add(vacc1, i32x4.add(i32x4.dot_i16x8_s(e, v128.load(a + stride)), i32x4.dot_i16x8_s(o, v128.load(a + stride + half))));
+    vacc2 = i32x4.add(vacc2, i32x4.add(i32x4.dot_i16x8_s(e, v128.load(a + 2 * stride)), i32x4.dot_i16x8_s(o, v128.load(a + 2 * stride + half))));
+    vacc3 = i32x4.add(vacc3, i32x4.add(i32x4.dot_i16x8_s(e, v128.load(a + 3 * stride)), i32x4.dot_i16x8_s(o, v128.load(a + 3 * stride + half))));
   }
   return transposeSum(vacc0, vacc1, vacc2, vacc3, false);
 }
@@ -491,14 +474,14 @@ function prepareKeyQueriesWideF32(rows: i32, D: i32, qmax: f32, queries: usize, 
     const out = blockScores + <usize>m * scoreRowBytes;
     for (let j = 0; j < rowBytes; j++) {
       const row = codes + <usize>(j * D);
-      storeLanes(madd(valpha, f32x4.convert_i32x4_s(keyPlaneDot4(BITS, mode, TAIL, D, row, 0, q, vmask8, vmask16)), vbeta), out + (<usize>j << 2), scoreRowBytes, 4);
+      storeLanes(madd(valpha, f32x4.convert_i32x4_s(keyPlaneDot4(BITS, TAIL, D, row, 0, q, vmask16)), vbeta), out + (<usize>j << 2), scoreRowBytes, 4);
       if (planes > 1) {
         const at = out + (<usize>(j + rowBytes) << 2);
-        storeLanes(madd(valpha, f32x4.convert_i32x4_s(keyPlaneDot4(BITS, mode, TAIL, D, row, BITS, q, vmask8, vmask16)), vbeta), at, scoreRowBytes, 4);
+        storeLanes(madd(valpha, f32x4.convert_i32x4_s(keyPlaneDot4(BITS, TAIL, D, row, BITS, q, vmask16)), vbeta), at, scoreRowBytes, 4);
       }
       if (planes > 2) {
-        storeLanes(madd(valpha, f32x4.convert_i32x4_s(keyPlaneDot4(BITS, mode, TAIL, D, row, 2 * BITS, q, vmask8, vmask16)), vbeta), out + (<usize>(j + 2 * rowBytes) << 2), scoreRowBytes, 4);
-        storeLanes(madd(valpha, f32x4.convert_i32x4_s(keyPlaneDot4(BITS, mode, TAIL, D, row, 3 * BITS, q, vmask8, vmask16)), vbeta), out + (<usize>(j + 3 * rowBytes) << 2), scoreRowBytes, 4);
+        storeLanes(madd(valpha, f32x4.convert_i32x4_s(keyPlaneDot4(BITS, TAIL, D, row, 2 * BITS, q, vmask16)), vbeta), out + (<usize>(j + 2 * rowBytes) << 2), scoreRowBytes, 4);
+        storeLanes(madd(valpha, f32x4.convert_i32x4_s(keyPlaneDot4(BITS, TAIL, D, row, 3 * BITS, q, vmask16)), vbeta), out + (<usize>(j + 3 * rowBytes) << 2), scoreRowBytes, 4);
       }
     }
   }
@@ -575,7 +558,7 @@ export function qchannel_f32_scores(
     let touched: u32 = 0;
     for (let b = 0; b < blocks; b++) {
       const block = keys + <usize>b * blockStride;
-      if (bits >= 4) touched |= touchAhead(block, blockStride);
+      if (bits >= 4) touched |= touchBlock(block, blockStride);
       if (rows == 1) {
         if (mode == RELAXED) prepareKeyQueriesRelaxedHalves(rows, D, qmax, queries, block, prepared, alphaBeta, work);
         else prepareKeyQueriesWideHalves(rows, D, qmax, queries, block, prepared, alphaBeta, work);
@@ -1100,7 +1083,7 @@ export function qtoken_f32_accumulate(
   for (let first = 0; first < tokens; first += VALUE_BLOCK) {
     const block = values + <usize>(first / VALUE_BLOCK) * blockStride;
     const valid = min(VALUE_BLOCK, tokens - first);
-    if (bits >= 4 && first + VALUE_BLOCK <= tokens) touched |= touchAhead(block, blockStride);
+    if (bits >= 4 && first + VALUE_BLOCK <= tokens) touched |= touchBlock(block, blockStride);
     // Halves of tokens not yet in the block are 0 (a block is zeroed when its first token arrives).
     const w0 = weights + (<usize>first << 2);
     if (ASC_FEATURE_SIMD) {

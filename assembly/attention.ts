@@ -930,7 +930,8 @@ export function f32_f32_accumulate(
 }
 
 /** Σ_t â·code per channel of one channel quad for one query row (RELAXED), the eight steps unrolled
- *  (every shift and offset a constant): the loop of the MHA decode step in the relaxed build. The
+ *  (every shift and offset a constant; as a loop over chunks and planes the MHA decode step took
+ *  10% longer): the loop of the MHA decode step in the relaxed build. The
  *  products of the high and of the low weight bytes are summed in i16 lanes: at most 8 steps × 2
  *  products × 128 × 15 = 30720 per lane. */
 // @ts-ignore: decorator

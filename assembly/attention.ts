@@ -33,28 +33,12 @@
 import { scaleHalvesToF32, scalesZerosToF32, zeroHalvesToF32 } from './half';
 import { unpackPlanarF32 } from './pack';
 import { VALUE_BLOCK, valueCodeByte, valueCodeShift } from './layout';
-import { byteMask, constant, Constant, pickBytes, roundToI32, roundWith, shortMask } from './simd';
+import { byteMask, constant, Constant, pickBytes, roundWith, shortMask } from './simd';
 
 /** Largest magnitude of a quantized query or weight: 16 bits, less 128 so that it splits into a
  *  high and a low signed byte (q = 256·high + low, both in -128..127) for the relaxed dot product. */
 // @ts-ignore: decorator
 @inline const QMAX: f32 = 32639;
-
-/** 1.5·2^23: adding it to |x| < 2^22 rounds x to an integer (nearest even) and leaves that integer,
- *  two's complement, in the low bits of the sum's bits, so the low 16 bits are round(x) as an i16
- *  (the same rounding as roundToI32). */
-// @ts-ignore: decorator
-@inline const ROUND_MAGIC: f32 = 12582912.0;
-
-/** Splits i16 lanes q into signed bytes: low = ((q + 128) & 255) - 128, high = (q + 128) >> 8. */
-// @ts-ignore: decorator
-@inline function splitHigh(vq: v128): v128 {
-  return i16x8.shr_s(i16x8.add(vq, i16x8.splat(128)), 8);
-}
-// @ts-ignore: decorator
-@inline function splitLow(vq: v128): v128 {
-  return i16x8.sub(v128.and(i16x8.add(vq, i16x8.splat(128)), i16x8.splat(255)), i16x8.splat(128));
-}
 
 // @ts-ignore: decorator
 @inline function madd(a: v128, b: v128, acc: v128): v128 {
@@ -121,12 +105,6 @@ function mulF32(n: i32, a: usize, b: usize, dst: usize): void {
 }
 
 // ── scores ─────────────────────────────────────────────────────────────────────────────────────
-
-// @ts-ignore: decorator
-@inline function hsumI32(v: v128): i32 {
-  const v2 = i32x4.add(v, i32x4.shuffle(v, v, 2, 3, 0, 1));
-  return i32x4.extract_lane(i32x4.add(v2, i32x4.shuffle(v2, v2, 1, 0, 3, 2)), 0);
-}
 
 /** [Σa, Σb, Σc, Σd] of four vectors of four lanes (f32 or i32 by `float`). */
 // @ts-ignore: decorator
@@ -546,7 +524,7 @@ export function qchannel_f32_scores(
   const scales = scratch;
   const zeros = scales + queryBytes;
   const work = zeros + queryBytes;
-  const prepared = work + queryBytes; // rows × 2·D bytes (SIMD) or rows × D f32 (scalar)
+  const prepared = work + queryBytes; // SIMD: rows × 2·D bytes and α, β; scalar: G·D f32 codes
   if (ASC_FEATURE_SIMD && G == 32) {
     // The relaxed path keeps two i16 accumulators per row; with four rows they no longer fit in
     // registers and the 16-bit path is faster (measured), so it serves GQA groups.
@@ -586,7 +564,7 @@ export function qchannel_f32_scores(
     return;
   }
   // Scalar build, and group sizes other than 32: f32 codes, scales folded into the query.
-  const codes = prepared + <usize>rows * queryBytes;
+  const codes = prepared;
   for (let b = 0; b < blocks; b++) {
     const block = keys + <usize>b * blockStride;
     scalesZerosToF32(D, block, scales);
@@ -794,7 +772,7 @@ export function f32_f32_accumulate(
  * Also adds Σ_t w_t·z_{t,g} to zeroSums. scales, zeros: f32 [groups][VB] (0 for tokens not in the
  * block); weights: the first `valid` of [VB] belong to the block.
  *   prepared: rows × groups × (VB/4) × 32 bytes;  gammas: rows × groups f32;  work: VB f32
- * The bytes come straight from the rounding (see ROUND_MAGIC) with one byte shuffle per operand.
+ * The bytes come straight from the rounding (Constant.ROUND_MAGIC, simd.ts) with one byte shuffle per operand.
  */
 // @ts-ignore: decorator
 @inline function prepareValueWeights(
@@ -883,11 +861,12 @@ export function f32_f32_accumulate(
 
 
 /** Σ_t â·code per channel of two adjacent channel quads of a value block (at codes and codes +
- *  quadBytes) for four query rows (WIDE) whose prepared weights are `rowStride` bytes apart, added
- *  into out as γ·sum; the two quads share each load of the rows' weights. Each plane shifts the
- *  chunk right by BITS (a constant); the weights advance 32 bytes a plane. */
+ *  quadBytes) for ROWS (1 or 4, a constant) query rows (WIDE) whose prepared weights are
+ *  `rowStride` bytes apart, added into out as γ·sum (γ of row m at gammas + m·gammaStride). The two
+ *  quads share each load of a row's weights; each plane shifts the chunks right by BITS (a
+ *  constant) and the weights advance 32 bytes a plane. */
 // @ts-ignore: decorator
-@inline function valueQuadPairRows4(BITS: i32, codes: usize, quadBytes: usize, w: usize, rowStride: usize,
+@inline function valueQuadPairRows(BITS: i32, ROWS: i32, codes: usize, quadBytes: usize, w: usize, rowStride: usize,
   out: usize, outRowBytes: usize, gammas: usize, gammaStride: usize, vmask16: v128): void {
   const planes = 8 / BITS;
   const chunks = (VALUE_BLOCK * BITS) >> 5;
@@ -903,30 +882,35 @@ export function f32_f32_accumulate(
       let we = v128.load(wq), wo = v128.load(wq, 16);
       a0 = i32x4.add(a0, i32x4.add(i32x4.dot_i16x8_s(e, we), i32x4.dot_i16x8_s(o, wo)));
       b0 = i32x4.add(b0, i32x4.add(i32x4.dot_i16x8_s(e2, we), i32x4.dot_i16x8_s(o2, wo)));
-      we = v128.load(wq + rowStride); wo = v128.load(wq + rowStride, 16);
-      a1 = i32x4.add(a1, i32x4.add(i32x4.dot_i16x8_s(e, we), i32x4.dot_i16x8_s(o, wo)));
-      b1 = i32x4.add(b1, i32x4.add(i32x4.dot_i16x8_s(e2, we), i32x4.dot_i16x8_s(o2, wo)));
-      we = v128.load(wq + 2 * rowStride); wo = v128.load(wq + 2 * rowStride, 16);
-      a2 = i32x4.add(a2, i32x4.add(i32x4.dot_i16x8_s(e, we), i32x4.dot_i16x8_s(o, wo)));
-      b2 = i32x4.add(b2, i32x4.add(i32x4.dot_i16x8_s(e2, we), i32x4.dot_i16x8_s(o2, wo)));
-      we = v128.load(wq + 3 * rowStride); wo = v128.load(wq + 3 * rowStride, 16);
-      a3 = i32x4.add(a3, i32x4.add(i32x4.dot_i16x8_s(e, we), i32x4.dot_i16x8_s(o, wo)));
-      b3 = i32x4.add(b3, i32x4.add(i32x4.dot_i16x8_s(e2, we), i32x4.dot_i16x8_s(o2, wo)));
+      if (ROWS == 4) {
+        we = v128.load(wq + rowStride); wo = v128.load(wq + rowStride, 16);
+        a1 = i32x4.add(a1, i32x4.add(i32x4.dot_i16x8_s(e, we), i32x4.dot_i16x8_s(o, wo)));
+        b1 = i32x4.add(b1, i32x4.add(i32x4.dot_i16x8_s(e2, we), i32x4.dot_i16x8_s(o2, wo)));
+        we = v128.load(wq + 2 * rowStride); wo = v128.load(wq + 2 * rowStride, 16);
+        a2 = i32x4.add(a2, i32x4.add(i32x4.dot_i16x8_s(e, we), i32x4.dot_i16x8_s(o, wo)));
+        b2 = i32x4.add(b2, i32x4.add(i32x4.dot_i16x8_s(e2, we), i32x4.dot_i16x8_s(o2, wo)));
+        we = v128.load(wq + 3 * rowStride); wo = v128.load(wq + 3 * rowStride, 16);
+        a3 = i32x4.add(a3, i32x4.add(i32x4.dot_i16x8_s(e, we), i32x4.dot_i16x8_s(o, wo)));
+        b3 = i32x4.add(b3, i32x4.add(i32x4.dot_i16x8_s(e2, we), i32x4.dot_i16x8_s(o2, wo)));
+      }
       wq += 32;
       v = i16x8.shr_u(v, BITS);
       v2 = i16x8.shr_u(v2, BITS);
     }
   }
-  const g0 = f32x4.splat(load<f32>(gammas)), g1 = f32x4.splat(load<f32>(gammas + gammaStride));
-  const g2 = f32x4.splat(load<f32>(gammas + 2 * gammaStride)), g3 = f32x4.splat(load<f32>(gammas + 3 * gammaStride));
-  v128.store(out, madd(g0, f32x4.convert_i32x4_s(a0), v128.load(out)));
-  v128.store(out, madd(g0, f32x4.convert_i32x4_s(b0), v128.load(out, 16)), 16);
-  v128.store(out + outRowBytes, madd(g1, f32x4.convert_i32x4_s(a1), v128.load(out + outRowBytes)));
-  v128.store(out + outRowBytes, madd(g1, f32x4.convert_i32x4_s(b1), v128.load(out + outRowBytes, 16)), 16);
-  v128.store(out + 2 * outRowBytes, madd(g2, f32x4.convert_i32x4_s(a2), v128.load(out + 2 * outRowBytes)));
-  v128.store(out + 2 * outRowBytes, madd(g2, f32x4.convert_i32x4_s(b2), v128.load(out + 2 * outRowBytes, 16)), 16);
-  v128.store(out + 3 * outRowBytes, madd(g3, f32x4.convert_i32x4_s(a3), v128.load(out + 3 * outRowBytes)));
-  v128.store(out + 3 * outRowBytes, madd(g3, f32x4.convert_i32x4_s(b3), v128.load(out + 3 * outRowBytes, 16)), 16);
+  addScaledPair(out, f32x4.splat(load<f32>(gammas)), a0, b0);
+  if (ROWS == 4) {
+    addScaledPair(out + outRowBytes, f32x4.splat(load<f32>(gammas + gammaStride)), a1, b1);
+    addScaledPair(out + 2 * outRowBytes, f32x4.splat(load<f32>(gammas + 2 * gammaStride)), a2, b2);
+    addScaledPair(out + 3 * outRowBytes, f32x4.splat(load<f32>(gammas + 3 * gammaStride)), a3, b3);
+  }
+}
+
+/** out[0..7] += γ·(a, b) (two i32 vectors of channel sums). */
+// @ts-ignore: decorator
+@inline function addScaledPair(out: usize, vgamma: v128, a: v128, b: v128): void {
+  v128.store(out, madd(vgamma, f32x4.convert_i32x4_s(a), v128.load(out)));
+  v128.store(out, madd(vgamma, f32x4.convert_i32x4_s(b), v128.load(out, 16)), 16);
 }
 
 /** Σ_t â·code per channel of one channel quad for one query row (RELAXED), the eight steps unrolled
@@ -963,31 +947,6 @@ export function f32_f32_accumulate(
   v128.store(out, madd(f32x4.splat(gamma), f32x4.convert_i32x4_s(highLowSums(vhigh, vlow)), v128.load(out)));
 }
 
-/** The WIDE form of valueQuadRow1 for two adjacent channel quads (at codes and codes + quadBytes),
- *  which share each load of the weights; each plane shifts the chunks right by BITS (a constant). */
-// @ts-ignore: decorator
-@inline function valueQuadPairRow1Wide(BITS: i32, codes: usize, quadBytes: usize, w: usize, out: usize, gamma: f32, vmask16: v128): void {
-  const planes = 8 / BITS;
-  const chunks = (VALUE_BLOCK * BITS) >> 5;
-  let vsum = i32x4.splat(0), vsum2 = i32x4.splat(0);
-  let wq = w;
-  for (let r = 0; r < chunks; r++) {
-    let v = v128.load(codes + (<usize>r << 4));
-    let v2 = v128.load(codes + quadBytes + (<usize>r << 4));
-    for (let s = 0; s < planes; s++) {
-      const we = v128.load(wq), wo = v128.load(wq, 16);
-      vsum = i32x4.add(vsum, i32x4.add(i32x4.dot_i16x8_s(v128.and(v, vmask16), we), i32x4.dot_i16x8_s(v128.and(i16x8.shr_u(v, 8), vmask16), wo)));
-      vsum2 = i32x4.add(vsum2, i32x4.add(i32x4.dot_i16x8_s(v128.and(v2, vmask16), we), i32x4.dot_i16x8_s(v128.and(i16x8.shr_u(v2, 8), vmask16), wo)));
-      wq += 32;
-      v = i16x8.shr_u(v, BITS);
-      v2 = i16x8.shr_u(v2, BITS);
-    }
-  }
-  const vgamma = f32x4.splat(gamma);
-  v128.store(out, madd(vgamma, f32x4.convert_i32x4_s(vsum), v128.load(out)));
-  v128.store(out, madd(vgamma, f32x4.convert_i32x4_s(vsum2), v128.load(out, 16)), 16);
-}
-
 /** The integer value kernel over one block's channel quads, for a compile-time BITS. */
 // @ts-ignore: decorator
 @inline function valueBlockAccumulate(
@@ -1006,19 +965,20 @@ export function f32_f32_accumulate(
     // gv is a multiple of 8, so a group's channel quads come in pairs.
     for (let c = 0; c < D; c += 8) {
       const g = c / gv;
-      valueQuadPairRows4(BITS, codes + <usize>(c >> 2) * quadBytes, quadBytes, prepared + <usize>m * rowWeights + <usize>g * groupWeights, rowWeights,
+      valueQuadPairRows(BITS, 4, codes + <usize>(c >> 2) * quadBytes, quadBytes, prepared + <usize>m * rowWeights + <usize>g * groupWeights, rowWeights,
         out + <usize>m * outRowBytes + (<usize>c << 2), outRowBytes, gammas + (<usize>(m * groups + g) << 2), <usize>groups << 2, vmask16);
     }
   }
   for (; m < rows; m++) {
     for (let g = 0; g < groups; g++) {
-      const gamma = load<f32>(gammas + (<usize>(m * groups + g) << 2));
+      const gammaAt = gammas + (<usize>(m * groups + g) << 2);
+      const gamma = load<f32>(gammaAt);
       if (gamma == 0) continue; // every weight of this row is 0 here (causal mask)
       const w = prepared + <usize>m * rowWeights + <usize>g * groupWeights;
       if (mode == WIDE) {
         // gv is a multiple of 8, so a group's channel quads come in pairs.
         for (let c = g * gv; c < (g + 1) * gv; c += 8) {
-          valueQuadPairRow1Wide(BITS, codes + <usize>(c >> 2) * quadBytes, quadBytes, w, out + <usize>m * outRowBytes + (<usize>c << 2), gamma, vmask16);
+          valueQuadPairRows(BITS, 1, codes + <usize>(c >> 2) * quadBytes, quadBytes, w, 0, out + <usize>m * outRowBytes + (<usize>c << 2), 0, gammaAt, 0, vmask16);
         }
       } else {
         for (let c = g * gv; c < (g + 1) * gv; c += 4) {

@@ -22,7 +22,6 @@ export const APPEND_SHAPES = ['llama2-7b', 'llama3-8b'];
 
 export const GROUP_SIZE = 32; // KIVI's G
 export const RESIDUAL = 128; // KIVI's R
-export const QUANT_BITS = [2, 4, 8] as const;
 
 /** What --impls selects from. kivi-* run once per wasm build. */
 export const IMPLS = ['kivi-2', 'kivi-4', 'kivi-8', 'kivi-f32', 'plain-js', 'ort-matmul', 'ort-mha', 'ort-gqa'] as const;

@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { Kivi, type Bits, type VariantName } from '../src/index';
 import { generate } from '../bench/data';
-import { SHAPES } from '../bench/options';
+import { GROUP_SIZE, RESIDUAL, SHAPES } from '../bench/options';
 
 const N = Number(process.argv[2] ?? 32768);
 const bitsList = (process.argv[3] ?? '2,32').split(',').map(Number) as Bits[];
@@ -27,7 +27,7 @@ for (const shape of shapes) {
   for (const { label: variant, load } of sources) {
     const kivi = await load();
     for (const bits of bitsList) {
-      const cache = kivi.createCache({ layers: 1, queryHeads: shape.queryHeads, kvHeads: shape.kvHeads, headDim: shape.headDim, bits, groupSize: 32, residual: 128, maxTokens: N });
+      const cache = kivi.createCache({ layers: 1, queryHeads: shape.queryHeads, kvHeads: shape.kvHeads, headDim: shape.headDim, bits, groupSize: GROUP_SIZE, residual: RESIDUAL, maxTokens: N });
       for (let from = 0; from < N - 1; from += 512) {
         const n = Math.min(512, N - 1 - from);
         const at = from % SOURCE_TOKENS;

@@ -23,6 +23,10 @@ export const MAX_ABS_INPUT = 65504;
 /** Score rows × tokens held at once in the workspace (floats); multi-token queries are tiled to fit. */
 const SCORE_BUDGET_FLOATS = 1 << 20;
 
+/** The shared workspace is kept after an append up to this size (attention needs at most about
+ *  SCORE_BUDGET_FLOATS·4 bytes of it); a larger staging area is freed when the append ends. */
+const WORKSPACE_KEEP_BYTES = 16 << 20;
+
 export interface AttendOptions {
   /** Multiplies q·k; default 1/sqrt(headDim). */
   scale?: number;
@@ -279,46 +283,50 @@ export class KiviCache {
     // refused input changes nothing.
     const rt = this.runtime;
     const inputBytes = keys.length * 4;
-    const staging = rt.workspace(2 * inputBytes + this.quantizeScratchBytes());
-    const stagedKeys = staging;
-    const stagedValues = staging + inputBytes;
-    const scratch = staging + 2 * inputBytes; // the quantizers' scratch, after the staged input
-    rt.f32.set(keys, stagedKeys / 4);
-    rt.f32.set(values, stagedValues / 4);
-    for (const [name, data, ptr] of [['keys', keys, stagedKeys], ['values', values, stagedValues]] as const) {
-      const bad = rt.kernels.f32_first_invalid(data.length, ptr, MAX_ABS_INPUT);
-      if (bad >= 0) {
-        const x = data[bad]!;
-        const why = Number.isFinite(x) ? `|x| <= ${MAX_ABS_INPUT} (a half must hold it)` : 'finite numbers';
-        throw new RangeError(`${where}: ${name} must hold ${why}, got ${x} at index ${bad}`);
+    const staging = rt.workspace(2 * inputBytes + this.quantizeScratchBytes(), 'append staging');
+    try {
+      const stagedKeys = staging;
+      const stagedValues = staging + inputBytes;
+      const scratch = staging + 2 * inputBytes; // the quantizers' scratch, after the staged input
+      rt.f32.set(keys, stagedKeys / 4);
+      rt.f32.set(values, stagedValues / 4);
+      for (const [name, data, ptr] of [['keys', keys, stagedKeys], ['values', values, stagedValues]] as const) {
+        const bad = rt.kernels.f32_first_invalid(data.length, ptr, MAX_ABS_INPUT);
+        if (bad >= 0) {
+          const x = data[bad]!;
+          const why = Number.isFinite(x) ? `|x| <= ${MAX_ABS_INPUT} (a half must hold it)` : 'finite numbers';
+          throw new RangeError(`${where}: ${name} must hold ${why}, got ${x} at index ${bad}`);
+        }
       }
-    }
 
-    const sinkTake = Math.min(n, o.sinkTokens - state.sinkCount);
-    const added = n - sinkTake;
-    const sinksNeeded = state.sinkCount + sinkTake;
-    const plans = [this.planStream(state.keys, true, added, sinksNeeded), this.planStream(state.values, false, added, sinksNeeded)];
-    this.allocate(plans);
+      const sinkTake = Math.min(n, o.sinkTokens - state.sinkCount);
+      const added = n - sinkTake;
+      const sinksNeeded = state.sinkCount + sinkTake;
+      const plans = [this.planStream(state.keys, true, added, sinksNeeded), this.planStream(state.values, false, added, sinksNeeded)];
+      this.allocate(plans);
 
-    // From here on nothing can fail: the state changes.
-    const staged = [stagedKeys, stagedValues];
-    plans.forEach((plan) => {
-      const s = plan.stream;
-      if (plan.freshSinks === 0) return;
-      this.moveHeads(s.sinkPtr, s.sinkCapacity, plan.freshSinks, plan.sinkCapacity, this.rowBytes, state.sinkCount);
-      rt.free(s.sinkPtr);
-      s.sinkPtr = plan.freshSinks;
-      s.sinkCapacity = plan.sinkCapacity;
-    });
-    if (sinkTake > 0) {
-      [state.keys, state.values].forEach((stream, i) => {
-        rt.kernels.f32_scatter_heads(sinkTake, o.kvHeads, o.headDim, staged[i]!, stream.sinkPtr + state.sinkCount * this.rowBytes, stream.sinkCapacity * this.rowBytes);
+      // From here on nothing can fail: the state changes.
+      const staged = [stagedKeys, stagedValues];
+      plans.forEach((plan) => {
+        const s = plan.stream;
+        if (plan.freshSinks === 0) return;
+        this.moveHeads(s.sinkPtr, s.sinkCapacity, plan.freshSinks, plan.sinkCapacity, this.rowBytes, state.sinkCount);
+        rt.free(s.sinkPtr);
+        s.sinkPtr = plan.freshSinks;
+        s.sinkCapacity = plan.sinkCapacity;
       });
-      state.sinkCount += sinkTake;
+      if (sinkTake > 0) {
+        [state.keys, state.values].forEach((stream, i) => {
+          rt.kernels.f32_scatter_heads(sinkTake, o.kvHeads, o.headDim, staged[i]!, stream.sinkPtr + state.sinkCount * this.rowBytes, stream.sinkCapacity * this.rowBytes);
+        });
+        state.sinkCount += sinkTake;
+      }
+      const skipBytes = sinkTake * o.kvHeads * this.rowBytes;
+      plans.forEach((plan, i) => this.flushAndAdd(plan, staged[i]! + skipBytes, added, scratch));
+      state.tokens += n;
+    } finally {
+      rt.trimWorkspace(WORKSPACE_KEEP_BYTES); // a long prompt's staging does not stay allocated
     }
-    const skipBytes = sinkTake * o.kvHeads * this.rowBytes;
-    plans.forEach((plan, i) => this.flushAndAdd(plan, staged[i]! + skipBytes, added, scratch));
-    state.tokens += n;
   }
 
   /** Allocates everything the plans need, all or nothing. */
@@ -620,10 +628,9 @@ export class KiviCache {
       s.quantizedPtr = rt.alloc(H * p.units * unitBytes, 'quantized tokens');
       s.quantizedCapacity = p.units;
     }
-    if (p.residualCount > s.residualCapacity) {
-      const ptr = rt.alloc(H * p.residualCount * row, 'residual tokens');
-      rt.free(s.residualPtr);
-      s.residualPtr = ptr;
+    // A restored cache starts with nothing reserved (see the constructor's `reserve`).
+    if (p.residualCount > 0) {
+      s.residualPtr = rt.alloc(H * p.residualCount * row, 'residual tokens');
       s.residualCapacity = p.residualCount;
     }
     const u8 = rt.u8;

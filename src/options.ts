@@ -1,9 +1,14 @@
 // Cache options: the public type, defaults, and the one place they are validated.
 
 export type Bits = 2 | 4 | 8 | 32;
-export type KeyWindow = 'chunked' | 'sliding';
-export type KeyGrouping = 'channel' | 'token';
-export type ValueGrouping = 'token' | 'channel';
+// The allowed values, default first. Their order is also their code in the serialized format
+// (docs/FORMAT.md, src/serialize.ts): append new values, never reorder.
+export const KEY_WINDOWS = ['chunked', 'sliding'] as const;
+export const KEY_GROUPINGS = ['channel', 'token'] as const;
+export const VALUE_GROUPINGS = ['token', 'channel'] as const;
+export type KeyWindow = (typeof KEY_WINDOWS)[number];
+export type KeyGrouping = (typeof KEY_GROUPINGS)[number];
+export type ValueGrouping = (typeof VALUE_GROUPINGS)[number];
 
 export interface CacheOptions {
   /** Transformer layers; each has its own cache. */
@@ -62,11 +67,13 @@ export const LIMITS = {
   maxTokens: 1 << 26,
 } as const;
 
+/** A value as error messages show it (what was got). */
 export function describe(value: unknown): string {
-  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
   if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint' || value == null) return String(value);
   if (Array.isArray(value)) return `an array of length ${value.length}`;
   if (ArrayBuffer.isView(value)) return `a ${value.constructor.name} of length ${(value as unknown as ArrayLike<number>).length}`;
+  if (value instanceof ArrayBuffer) return `an ArrayBuffer of ${value.byteLength} bytes (wrap it in a Uint8Array)`;
   if (typeof value === 'function') return 'a function';
   return `an object (${Object.prototype.toString.call(value)})`;
 }
@@ -114,9 +121,9 @@ export function resolveOptions(options: unknown): ResolvedOptions {
     throw new RangeError(`${where}: residual must be a multiple of groupSize (${groupSize}), got ${residual}`);
   }
   const sinkTokens = o.sinkTokens === undefined ? 0 : integer(where, 'sinkTokens', o.sinkTokens, 0, LIMITS.sinkTokens);
-  const keyWindow = o.keyWindow === undefined ? 'chunked' : oneOf<KeyWindow>(where, 'keyWindow', o.keyWindow, ['chunked', 'sliding']);
-  const keyGrouping = o.keyGrouping === undefined ? 'channel' : oneOf<KeyGrouping>(where, 'keyGrouping', o.keyGrouping, ['channel', 'token']);
-  const valueGrouping = o.valueGrouping === undefined ? 'token' : oneOf<ValueGrouping>(where, 'valueGrouping', o.valueGrouping, ['token', 'channel']);
+  const keyWindow = o.keyWindow === undefined ? KEY_WINDOWS[0] : oneOf<KeyWindow>(where, 'keyWindow', o.keyWindow, KEY_WINDOWS);
+  const keyGrouping = o.keyGrouping === undefined ? KEY_GROUPINGS[0] : oneOf<KeyGrouping>(where, 'keyGrouping', o.keyGrouping, KEY_GROUPINGS);
+  const valueGrouping = o.valueGrouping === undefined ? VALUE_GROUPINGS[0] : oneOf<ValueGrouping>(where, 'valueGrouping', o.valueGrouping, VALUE_GROUPINGS);
   const valueGroup = Math.min(groupSize, headDim);
   if (bits !== 32 && (keyGrouping === 'token' || valueGrouping === 'token') && headDim % valueGroup !== 0) {
     throw new RangeError(`${where}: headDim must be a multiple of the per-token group min(groupSize, headDim) = ${valueGroup}, got ${headDim}`);

@@ -2,7 +2,7 @@
 // reading it back with every field checked against the options, the flush schedule of SPEC.md and
 // the bytes that remain — before anything is allocated or wasm memory is touched.
 
-import { describe, resolveOptions, type ResolvedOptions } from './options';
+import { describe, KEY_GROUPINGS, KEY_WINDOWS, resolveOptions, VALUE_GROUPINGS, type ResolvedOptions } from './options';
 import { streamLayout, type StreamLayout } from './layout';
 
 export const FORMAT_MAGIC = 'KIVI';
@@ -14,9 +14,6 @@ export const LAYER_HEADER_BYTES = 24;
 export const CHECKSUM_BYTES = 4;
 
 const WHERE = 'restoreCache';
-const KEY_WINDOWS = ['chunked', 'sliding'] as const;
-const KEY_GROUPINGS = ['channel', 'token'] as const;
-const VALUE_GROUPINGS = ['token', 'channel'] as const;
 
 // ── CRC-32 (IEEE 802.3, reflected polynomial 0xEDB88320), table-driven: no dependency needed. ──
 let crcTable: Uint32Array | null = null;

@@ -122,23 +122,33 @@ export class WasmRuntime {
     if (ptr !== 0) this.kernels.free(ptr);
   }
 
-  /** A scratch area of at least `bytes`, shared by every cache of this instance (calls are synchronous). */
-  workspace(bytes: number): number {
+  /** A scratch area of at least `bytes`, shared by every cache of this instance (calls are
+   *  synchronous); `what` names it in an out-of-memory error. */
+  workspace(bytes: number, what = 'attention workspace'): number {
     if (bytes > this.workspaceBytes) {
       let size = Math.max(bytes, Math.ceil(this.workspaceBytes * 1.5));
       let ptr: number;
       try {
-        ptr = this.alloc(size, 'attention workspace');
+        ptr = this.alloc(size, what);
       } catch (error) {
         if (size === bytes) throw error;
         size = bytes; // the 1.5× headroom did not fit: try the exact size
-        ptr = this.alloc(size, 'attention workspace');
+        ptr = this.alloc(size, what);
       }
       this.free(this.workspacePtr);
       this.workspacePtr = ptr;
       this.workspaceBytes = size;
     }
     return this.workspacePtr;
+  }
+
+  /** Frees the workspace if it is larger than `bytes` (a long prompt's staging area should not stay
+   *  allocated for the decode steps after it). */
+  trimWorkspace(bytes: number): void {
+    if (this.workspaceBytes <= bytes) return;
+    this.free(this.workspacePtr);
+    this.workspacePtr = 0;
+    this.workspaceBytes = 0;
   }
 
   private outOfMemory(bytes: number, what: string, cause: unknown, why?: string): RangeError {

@@ -13,6 +13,7 @@ describe('restoreCache fuzzing', () => {
       expect(r.typeErrors + r.rangeErrors + r.restored).toBe(r.cases);
       expect(r.rangeErrors).toBeGreaterThan(0);
       expect(r.typeErrors).toBeGreaterThan(0);
+      expect(r.restored, 'inputs that still restore (and attend)').toBeGreaterThan(0);
       expect(kivi.memoryBytes).toBeLessThanOrEqual(256 * 2 ** 20);
     }, 30_000);
   }

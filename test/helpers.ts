@@ -2,6 +2,7 @@
 import { expect } from 'vitest';
 import { Kivi, VARIANTS, type CacheOptions, type GroupListing, type VariantName } from '../src/index';
 import type { ReferenceOptions } from '../src/reference';
+import type { WasmRuntime } from '../src/wasm';
 
 /** Every build, loaded explicitly; the vitest config runs Node with the flags that let all three run. */
 export async function loadAllVariants(): Promise<Map<VariantName, Kivi>> {
@@ -15,6 +16,34 @@ export async function loadAllVariants(): Promise<Map<VariantName, Kivi>> {
 }
 
 export const VARIANT_NAMES = VARIANTS.map((v) => v.name);
+
+/** The runtime behind a Kivi (internal; for fault injection and direct kernel calls). */
+export function runtimeOf(kivi: Kivi): WasmRuntime {
+  return (kivi as unknown as { runtime: WasmRuntime }).runtime;
+}
+
+/** Watches rt's allocations from now on; stop() puts alloc and free back and returns the blocks
+ *  allocated since and not freed. */
+export function trackAllocations(rt: WasmRuntime): { stop(): Set<number> } {
+  const alloc = rt.alloc, free = rt.free;
+  const live = new Set<number>();
+  rt.alloc = (bytes, what) => {
+    const ptr = alloc.call(rt, bytes, what);
+    live.add(ptr);
+    return ptr;
+  };
+  rt.free = (ptr) => {
+    live.delete(ptr);
+    free.call(rt, ptr);
+  };
+  return {
+    stop() {
+      rt.alloc = alloc;
+      rt.free = free;
+      return live;
+    },
+  };
+}
 
 /** The reference's options for cache options (defaults filled in as the facade does). */
 export function referenceOptions(o: CacheOptions): ReferenceOptions {

@@ -17,7 +17,7 @@ import {
   type LlamaModel,
   type Matrix,
 } from '../src/llama2c/index';
-import { loadModel, modelBytes, REFERENCE, validationText } from './llama2c-helpers';
+import { KIVI2_STORIES260K_B, loadModel, modelBytes, REFERENCE, REFERENCE_TOLERANCE, validationText } from './llama2c-helpers';
 
 let kivi: Kivi;
 let stories: { model: LlamaModel; tokenizer: Tokenizer };
@@ -277,7 +277,7 @@ describe('parseCheckpoint', () => {
     expect(() => parseCheckpoint(v2With(0, (d) => d.setInt32(8 + 4 * 5, -4096, true)))).toThrow(/vocab_size must be positive/);
     // Not bytes at all.
     expect(() => parseCheckpoint(new ArrayBuffer(8) as unknown as Uint8Array)).toThrow(TypeError);
-    expect(() => parseCheckpoint('model.bin' as unknown as Uint8Array)).toThrow(/expected the checkpoint as a Uint8Array, got a string/);
+    expect(() => parseCheckpoint('model.bin' as unknown as Uint8Array)).toThrow(/expected the checkpoint as a Uint8Array, got "model\.bin"/);
   });
 
   it('reads from an unaligned offset (copies instead of viewing)', () => {
@@ -301,7 +301,7 @@ describe('LlamaRunner on stories260K (f32 cache)', () => {
     console.log(`stories260K A (f32 cache): ${r.tokens} tokens, mean NLL ${r.meanNll.toFixed(6)}, ${(ms / 1000).toFixed(2)} s, ${(ms / (r.tokens + r.sequences)).toFixed(3)} ms/token`);
     expect(r.sequences).toBe(64);
     expect(r.tokens).toBe(REFERENCE.stories260K.A.tokens);
-    expect(Math.abs(r.meanNll - REFERENCE.stories260K.A.meanNll)).toBeLessThan(1e-3);
+    expect(Math.abs(r.meanNll - REFERENCE.stories260K.A.meanNll)).toBeLessThan(REFERENCE_TOLERANCE);
     expect(r.perplexity).toBeCloseTo(Math.exp(r.meanNll), 12);
     runner.dispose();
   });
@@ -315,7 +315,7 @@ describe('LlamaRunner on stories260K (f32 cache)', () => {
     console.log(`stories260K B (f32 cache): ${r.tokens} tokens, mean NLL ${r.meanNll.toFixed(6)}, ${(ms / 1000).toFixed(2)} s, ${(ms / (r.tokens + r.sequences)).toFixed(3)} ms/token`);
     expect(r.sequences).toBe(8);
     expect(r.tokens).toBe(REFERENCE.stories260K.B.tokens);
-    expect(Math.abs(r.meanNll - REFERENCE.stories260K.B.meanNll)).toBeLessThan(1e-3);
+    expect(Math.abs(r.meanNll - REFERENCE.stories260K.B.meanNll)).toBeLessThan(REFERENCE_TOLERANCE);
     expect(progress.length).toBe(8);
     expect(progress.at(-1)).toEqual([r.tokens, r.tokens]);
     expect(r.perSequence.reduce((s, x) => s + x.tokens, 0)).toBe(r.tokens);
@@ -368,8 +368,7 @@ describe('LlamaRunner on stories260K (f32 cache)', () => {
     console.log(`stories260K B (KIVI-2 G=32 R=128): ${r.tokens} tokens, mean NLL ${r.meanNll.toFixed(6)} (f32 ${REFERENCE.stories260K.B.meanNll}), ${(ms / 1000).toFixed(2)} s`);
     expect(r.tokens).toBe(REFERENCE.stories260K.B.tokens);
     expect(Number.isFinite(r.meanNll)).toBe(true);
-    expect(r.meanNll).toBeGreaterThan(REFERENCE.stories260K.B.meanNll - 0.05);
-    expect(r.meanNll).toBeLessThan(REFERENCE.stories260K.B.meanNll + 0.5);
+    expect(Math.abs(r.meanNll - KIVI2_STORIES260K_B.meanNll)).toBeLessThan(KIVI2_STORIES260K_B.tolerance);
     // The last window really went through 2-bit keys and values.
     expect(stats.quantizedKeys).toBeGreaterThan(0);
     expect(stats.quantizedValues).toBeGreaterThan(0);
@@ -378,6 +377,10 @@ describe('LlamaRunner on stories260K (f32 cache)', () => {
 });
 
 describe('LlamaRunner on aidreams260K (head dim 16, seq_len 128)', () => {
+  // This model leans little on attention: with every attention output zeroed its mean NLL moves by
+  // only 1.6e-3, so the numbers are pinned (measured here; the builds agree to about 1e-6). That a
+  // value group spans the whole head when D < G is checked against the reference in kernels.test.ts.
+  const MEASURED = [5.430182, 5.430642, 5.42551];
   it('runs with an f32 and a KIVI-2 cache whose groups span the whole head', () => {
     const ai = loadModel('aidreams260K.bin', 'aidreams_tok512.bin');
     const results = [{ bits: 32 as const }, { bits: 2 as const, groupSize: 32, residual: 32 }, { bits: 2 as const, groupSize: 16, residual: 32 }].map((options) => {
@@ -387,12 +390,11 @@ describe('LlamaRunner on aidreams260K (head dim 16, seq_len 128)', () => {
       runner.dispose();
       return r;
     });
-    console.log(`aidreams260K A (16 paragraphs of TinyStories): mean NLL f32 ${results[0]!.meanNll.toFixed(4)}, KIVI-2 G=32 R=32 ${results[1]!.meanNll.toFixed(4)}, G=16 R=32 ${results[2]!.meanNll.toFixed(4)}`);
-    for (const r of results) {
+    console.log(`aidreams260K A (16 paragraphs of TinyStories): mean NLL f32 ${results[0]!.meanNll.toFixed(6)}, KIVI-2 G=32 R=32 ${results[1]!.meanNll.toFixed(6)}, G=16 R=32 ${results[2]!.meanNll.toFixed(6)}`);
+    results.forEach((r, i) => {
       expect(r.tokens).toBe(results[0]!.tokens);
-      expect(Number.isFinite(r.meanNll)).toBe(true);
-      expect(r.meanNll).toBeLessThan(results[0]!.meanNll + 0.5);
-    }
+      expect(Math.abs(r.meanNll - MEASURED[i]!), `configuration ${i}`).toBeLessThan(2e-4);
+    });
   });
 });
 

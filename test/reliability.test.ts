@@ -5,17 +5,12 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { Kivi, type CacheOptions, type KiviCache, type VariantName } from '../src/index';
 import { ReferenceCache, Rng, relativeL2, syntheticKv } from '../src/reference';
 import type { WasmRuntime } from '../src/wasm';
-import { expectSameGroups, loadAllVariants, referenceOptions, VARIANT_NAMES } from './helpers';
+import { expectSameGroups, loadAllVariants, referenceOptions, runtimeOf, VARIANT_NAMES } from './helpers';
 
 let kivis: Map<VariantName, Kivi>;
 beforeAll(async () => {
   kivis = await loadAllVariants();
 });
-
-/** The runtime behind a Kivi (internal; for fault injection and direct kernel calls). */
-function runtimeOf(kivi: Kivi): WasmRuntime {
-  return (kivi as unknown as { runtime: WasmRuntime }).runtime;
-}
 
 /** Everything observable about a cache, with fixed queries (attention outputs as raw bytes). */
 function snapshot(cache: KiviCache, seed = 99): unknown {
@@ -89,12 +84,12 @@ describe('Kivi.load maxMemoryBytes', () => {
     }
     expect(error).toBeInstanceOf(RangeError);
     const message = (error as Error).message;
-    expect(message).toMatch(/out of WebAssembly memory: asked for \d+ bytes for (residual tokens|quantized tokens|attention workspace)/);
+    expect(message).toMatch(/out of WebAssembly memory: asked for \d+ bytes for (residual tokens|quantized tokens|append staging)/);
     expect(message).toContain(`maxMemoryBytes = ${limit} bytes`);
     expect(message).toMatch(/\d+ bytes left below the limit/);
     expect(snapshot(a)).toEqual(before);
     expect(snapshot(b)).toEqual(bBefore);
-    expect(kivi.memoryBytes).toBeLessThanOrEqual(2 * limit);
+    expect(kivi.memoryBytes).toBeLessThanOrEqual(limit);
     // Creating a cache too large for the limit fails the same way and leaves nothing behind.
     expect(() => kivi.createCache({ ...OPTIONS, maxTokens: 100_000 })).toThrow(/out of WebAssembly memory.*maxMemoryBytes/);
     // Both caches keep working and stay equal to the reference.
@@ -283,8 +278,8 @@ describe('memory above 2 GiB (large: about 2.2 GB of wasm memory, then the 4 GiB
     for (let size = 256 << 20; size >= 64; size = Math.floor(size / 2)) {
       try {
         for (;;) fillers.push(rt.alloc(size, 'filler'));
-      } catch {
-        // this size no longer fits
+      } catch (error) {
+        expect(error, 'a filler that no longer fits').toBeInstanceOf(RangeError);
       }
     }
     expect(() => fill(high, null, 0, 5000, rng)).toThrow(/out of WebAssembly memory.*wasm32 ceiling/);
@@ -321,5 +316,21 @@ describe('maxMemoryBytes bounds the WebAssembly memory itself', () => {
     }
     expect(refused).toBeGreaterThan(0);
     for (const cache of caches) cache.dispose();
+  });
+});
+
+describe('the shared workspace after a long append', () => {
+  it('a prompt staged in more than 16 MiB does not keep that staging allocated', async () => {
+    const kivi = await Kivi.load({ variant: 'simd' });
+    const rt = runtimeOf(kivi);
+    const cache = kivi.createCache({ layers: 1, kvHeads: 8, headDim: 128, bits: 2 });
+    const rng = new Rng(5);
+    const n = 2400; // 2 × 2400 × 8 × 128 × 4 bytes = 19.7 MB of staged keys and values
+    cache.append(0, syntheticKv(rng, n, 8, 128, 'keys'), syntheticKv(rng, n, 8, 128, 'values'));
+    expect((rt as unknown as { workspaceBytes: number }).workspaceBytes).toBeLessThanOrEqual(16 << 20);
+    // The cache is complete and attends afterwards (the workspace is allocated again as needed).
+    expect(cache.tokens(0)).toBe(n);
+    expect(cache.attend(0, syntheticKv(rng, 1, 8, 128, 'queries')).every(Number.isFinite)).toBe(true);
+    cache.dispose();
   });
 });

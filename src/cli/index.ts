@@ -2,12 +2,11 @@
 //   npx kivi-wasm generate --model M --tokenizer T [--prompt P] [--tokens N] [cache options]
 //   npx kivi-wasm eval --model M --tokenizer T --text X --protocol A|B [cache options] [--json]
 //   npx kivi-wasm eval --matrix [--models DIR] [--out docs/EVAL.md]
-import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { Kivi } from '../index';
 import { evaluate, generate, LlamaRunner, parseCheckpoint, Tokenizer } from '../llama2c/index';
 import { runMatrix } from './matrix';
-import { CACHE_FLAGS, CACHE_HELP, cacheOptions, choiceOption, describeCache, integerOption, numberOption, requiredOption, UsageError, variantOption } from './options';
+import { CACHE_FLAGS, CACHE_HELP, cacheOptions, choiceOption, describeCache, integerOption, numberOption, readBytes, requiredOption, UsageError, variantOption } from './options';
 import { ProgressBar } from './progress';
 
 const HELP = `kivi-wasm: llama2.c models on a KIVI 2/4/8-bit key/value cache
@@ -25,14 +24,6 @@ usage:
 ${CACHE_HELP}
 
 Models are llama2.c checkpoints (legacy f32, or v2 Q8_0 "ak42") with their tokenizer .bin.`;
-
-function readBytes(path: string, what: string): Uint8Array {
-  try {
-    return new Uint8Array(readFileSync(path));
-  } catch (error) {
-    throw new UsageError(`cannot read the ${what} ${JSON.stringify(path)}: ${(error as Error).message}`);
-  }
-}
 
 async function load(values: Record<string, string | boolean | undefined>) {
   const model = parseCheckpoint(readBytes(requiredOption('model', values.model as string | undefined), 'model'));

@@ -6,9 +6,11 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Kivi, type CacheOptions, type KiviCache } from '../index';
-import { evaluate, LlamaRunner, parseCheckpoint, Tokenizer, windowsOf } from '../llama2c/index';
+import { bytesPerToken, streamLayout } from '../layout';
+import { resolveOptions } from '../options';
+import { evaluate, LlamaRunner, parseCheckpoint, Tokenizer, windowsOf, type LlamaModel } from '../llama2c/index';
 import { f16BitsToF32, quantizeGroup } from '../reference';
-import { describeCache } from './options';
+import { describeCache, readBytes } from './options';
 import { ProgressBar } from './progress';
 
 interface ModelSpec {
@@ -59,16 +61,16 @@ interface Row {
   tokens: number;
   meanNll: number;
   bitsPerNumber: number;
-  seconds: number;
 }
 
-/** Bits per number of the quantized part: keys b + 32/G, values b + 32/min(G, D) (SPEC.md). */
+/** Bits per number of the quantized part (codes and half scale and zero), from the stored layout. */
 function quantizedBits(config: Config, headDim: number): number {
-  if (config.bits === 32 || config.bits === undefined) return 32;
-  const G = config.groupSize ?? 32;
-  const keyGroup = config.keyGrouping === 'token' ? Math.min(G, headDim) : G;
-  const valueGroup = config.valueGrouping === 'channel' ? G : Math.min(G, headDim);
-  return config.bits + (16 / keyGroup + 16 / valueGroup);
+  const { label: _label, ...cacheOptions } = config;
+  const o = resolveOptions({ layers: 1, kvHeads: 1, headDim, ...cacheOptions });
+  if (o.bits === 32) return 32;
+  const keyBytes = bytesPerToken(streamLayout(o, o.keyGrouping));
+  const valueBytes = bytesPerToken(streamLayout(o, o.valueGrouping));
+  return ((keyBytes + valueBytes) * 8) / (2 * headDim);
 }
 
 function fixed(x: number, digits: number): string {
@@ -84,31 +86,33 @@ interface Window {
   queries: Float64Array[]; // per layer [T][Hq][D]
 }
 
-/** Runs one window through an f32 cache and records what the model appends and attends with. */
-function captureWindow(runner: LlamaRunner, tokens: number[]): Window {
-  const { layers, kvHeads, heads, headDim } = runner.model.config;
+/** Runs one window through an f32 cache and records what the model appends and attends with: the
+ *  cache's append and attend of this runner are wrapped to copy their inputs at the token's row. */
+function captureWindow(model: LlamaModel, kivi: Kivi, tokens: number[]): Window {
+  const { layers, kvHeads, heads, headDim } = model.config;
   const T = tokens.length;
   const keys = Array.from({ length: layers }, () => new Float64Array(T * kvHeads * headDim));
   const values = Array.from({ length: layers }, () => new Float64Array(T * kvHeads * headDim));
   const queries = Array.from({ length: layers }, () => new Float64Array(T * heads * headDim));
-  runner.reset();
-  const cache: KiviCache = runner.cache;
-  const append = cache.append.bind(cache);
-  const attend = cache.attend.bind(cache);
-  const positions = new Array<number>(layers).fill(0);
-  const queryPositions = new Array<number>(layers).fill(0);
-  cache.append = (layer: number, k: Float32Array, v: Float32Array) => {
-    keys[layer]!.set(k, positions[layer]! * kvHeads * headDim);
-    values[layer]!.set(v, positions[layer]! * kvHeads * headDim);
-    positions[layer]! += k.length / (kvHeads * headDim);
-    append(layer, k, v);
-  };
-  cache.attend = (layer: number, q: Float32Array, out?: Float32Array, options?: { scale?: number }) => {
-    queries[layer]!.set(q, queryPositions[layer]! * heads * headDim);
-    queryPositions[layer]! += q.length / (heads * headDim);
-    return attend(layer, q, out, options);
-  };
-  for (const token of tokens) runner.forward(token);
+  const runner = new LlamaRunner(model, kivi, { bits: 32 });
+  try {
+    const cache: KiviCache = runner.cache;
+    const append = cache.append.bind(cache);
+    const attend = cache.attend.bind(cache);
+    let t = 0; // the token being fed: one key/value row and one query row per layer
+    cache.append = (layer: number, k: Float32Array, v: Float32Array) => {
+      keys[layer]!.set(k, t * kvHeads * headDim);
+      values[layer]!.set(v, t * kvHeads * headDim);
+      append(layer, k, v);
+    };
+    cache.attend = (layer: number, q: Float32Array, out?: Float32Array, options?: { scale?: number }) => {
+      queries[layer]!.set(q, t * heads * headDim);
+      return attend(layer, q, out, options);
+    };
+    for (; t < T; t++) runner.advance(tokens[t]!); // advance: no logits needed
+  } finally {
+    runner.dispose();
+  }
   return { tokens: T, keys, values, queries };
 }
 
@@ -245,17 +249,16 @@ export async function runMatrix(options: MatrixOptions): Promise<string> {
   const sections: string[] = [];
   const summary: string[] = [];
   for (const spec of MODELS.filter((m) => !options.models || options.models.includes(m.name))) {
-    const model = parseCheckpoint(new Uint8Array(readFileSync(join(options.modelsDir, spec.checkpoint))));
-    const tokenizer = Tokenizer.fromBytes(new Uint8Array(readFileSync(join(options.modelsDir, spec.tokenizer))), model.config.vocabSize);
+    const model = parseCheckpoint(readBytes(join(options.modelsDir, spec.checkpoint), 'model'));
+    const tokenizer = Tokenizer.fromBytes(readBytes(join(options.modelsDir, spec.tokenizer), 'tokenizer'), model.config.vocabSize);
     const { headDim } = model.config;
     const run = (config: Config): Row => {
       const { label, ...cacheOptions } = config;
       const runner = new LlamaRunner(model, kivi, cacheOptions);
       const bar = new ProgressBar(`${spec.name} ${label ?? describeCache(cacheOptions)}`);
-      const t0 = performance.now();
       try {
         const r = evaluate(runner, tokenizer, text, 'B', { onProgress: (done: number, total: number) => bar.update(done, total) });
-        return { label: label ?? describeCache(cacheOptions), config, tokens: r.tokens, meanNll: r.meanNll, bitsPerNumber: quantizedBits(config, headDim), seconds: (performance.now() - t0) / 1000 };
+        return { label: label ?? describeCache(cacheOptions), config, tokens: r.tokens, meanNll: r.meanNll, bitsPerNumber: quantizedBits(config, headDim) };
       } finally {
         bar.stop();
         runner.dispose();
@@ -271,8 +274,7 @@ export async function runMatrix(options: MatrixOptions): Promise<string> {
       ...rows.map((r) => `| ${r.label} | ${r.bitsPerNumber === 32 ? '32' : r.bitsPerNumber.toFixed(2)} | ${r.meanNll.toFixed(5)} | ${fixed(r.meanNll - f32.meanNll, 4)} | ${Math.exp(r.meanNll - f32.meanNll).toFixed(4)} | ${r === f32 ? '–' : fixed(r.meanNll - against.meanNll, 4)} |`),
     ].join('\n');
     const c = model.config;
-    const windows = windowsOf(tokenizer, text, c.seqLen);
-    const window = captureWindow(new LlamaRunner(model, kivi, { bits: 32 }), windows[0]!.slice(0, Math.min(512, c.seqLen)));
+    const window = captureWindow(model, kivi, windowsOf(tokenizer, text, c.seqLen, 1)[0]!.slice(0, Math.min(512, c.seqLen)));
     const t2 = table2(window, { heads: c.heads, kvHeads: c.kvHeads, headDim });
     sections.push([
       `### ${spec.name} (dim ${c.dim}, ${c.layers} layers, ${c.heads} heads, ${c.kvHeads} kv heads, head dim ${headDim}, seq ${c.seqLen})`,

@@ -1,8 +1,19 @@
 // Command-line options shared by the subcommands, validated with messages that say what was
 // expected and what was got.
+import { readFileSync } from 'node:fs';
 import type { CacheOptions } from '../index';
 
 export class UsageError extends Error {}
+
+/** A file's bytes; a file that cannot be read is a usage error naming it. */
+export function readBytes(path: string, what: string): Uint8Array {
+  try {
+    return new Uint8Array(readFileSync(path));
+  } catch (error) {
+    throw new UsageError(`cannot read the ${what} ${JSON.stringify(path)}: ${(error as Error).message}`);
+  }
+}
+
 
 export function integerOption(name: string, text: string | undefined, fallback: number, min: number, max: number): number {
   if (text === undefined) return fallback;

@@ -23,6 +23,7 @@
 // unless `dequantize: true` (see parseCheckpoint).
 
 import { dequantize, type Matrix } from './matrix';
+import { describe } from '../options';
 
 /** `ak42`, the magic of the v1 and v2 headers (uint32, little-endian). */
 export const CHECKPOINT_MAGIC = 0x616b3432;
@@ -96,9 +97,9 @@ const FIELDS = ['dim', 'hidden_dim', 'n_layers', 'n_heads', 'n_kv_heads', 'vocab
 /** Reads a llama2.c checkpoint (v0 legacy f32, v1 f32, v2 Q8_0), detecting the format from its header. */
 export function parseCheckpoint(bytes: Uint8Array, options: ParseOptions = {}): LlamaModel {
   if (!(bytes instanceof Uint8Array)) {
-    throw new TypeError(`${WHERE}: expected the checkpoint as a Uint8Array, got ${describeValue(bytes)}`);
+    throw new TypeError(`${WHERE}: expected the checkpoint as a Uint8Array, got ${describe(bytes)}`);
   }
-  if (typeof options !== 'object' || options === null) throw new TypeError(`${WHERE}: options must be an object, got ${describeValue(options)}`);
+  if (typeof options !== 'object' || options === null) throw new TypeError(`${WHERE}: options must be an object, got ${describe(options)}`);
   if (bytes.length < 4) {
     throw new RangeError(`${WHERE}: truncated file: ${bytes.length} bytes is too short for any checkpoint header (v0: ${LEGACY_HEADER_BYTES} bytes, v1/v2: ${HEADER_BYTES})`);
   }
@@ -317,14 +318,4 @@ class Reader {
     const scales = this.f32(n / groupSize);
     return { kind: 'q8_0', rows, cols, groupSize, q, scales };
   }
-}
-
-export function describeValue(value: unknown): string {
-  if (value === null || value === undefined) return String(value);
-  if (typeof value === 'string') return `a string (${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)})`;
-  if (typeof value === 'function') return 'a function';
-  if (typeof value !== 'object') return String(value);
-  if (ArrayBuffer.isView(value)) return `a ${value.constructor.name} of ${value.byteLength} bytes`;
-  if (value instanceof ArrayBuffer) return `an ArrayBuffer of ${value.byteLength} bytes (wrap it in a Uint8Array)`;
-  return `an object (${Object.prototype.toString.call(value)})`;
 }

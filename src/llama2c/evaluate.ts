@@ -10,7 +10,7 @@
 //      [BOS] + encode(joined). A paragraph that alone exceeds that is its own window, truncated to
 //      seq_len tokens (BOS included), as in A.
 
-import { describeValue } from './checkpoint';
+import { describe } from '../options';
 import type { LlamaRunner } from './model';
 import { BOS, type Tokenizer } from './tokenizer';
 
@@ -62,7 +62,7 @@ export interface EvaluationResult {
 
 /** Paragraphs of a text: split on blank (empty or whitespace-only) lines, trimmed, empty ones dropped. */
 export function splitParagraphs(text: string): string[] {
-  if (typeof text !== 'string') throw new TypeError(`splitParagraphs: text must be a string, got ${describeValue(text)}`);
+  if (typeof text !== 'string') throw new TypeError(`splitParagraphs: text must be a string, got ${describe(text)}`);
   return text
     .split(/\n\s*\n/)
     .map((p) => p.trim())
@@ -72,8 +72,8 @@ export function splitParagraphs(text: string): string[] {
 /** The token sequences a protocol scores (see the top of this file). */
 export function protocolSequences(tokenizer: Tokenizer, text: string, protocol: Protocol, seqLen: number, options: ProtocolOptions = {}): ProtocolSequence[] {
   const where = 'protocolSequences';
-  if (protocol !== 'A' && protocol !== 'B') throw new RangeError(`${where}: protocol must be 'A' or 'B', got ${describeValue(protocol)}`);
-  if (!Number.isInteger(seqLen) || seqLen < 2) throw new RangeError(`${where}: seqLen must be an integer >= 2, got ${describeValue(seqLen)}`);
+  if (protocol !== 'A' && protocol !== 'B') throw new RangeError(`${where}: protocol must be 'A' or 'B', got ${describe(protocol)}`);
+  if (!Number.isInteger(seqLen) || seqLen < 2) throw new RangeError(`${where}: seqLen must be an integer >= 2, got ${describe(seqLen)}`);
   const paragraphs = splitParagraphs(text);
   const withBos = (tokens: number[]): { tokens: number[]; truncated: boolean } => {
     const all = [BOS, ...tokens];
@@ -122,7 +122,7 @@ export function scoreSequence(runner: LlamaRunner, tokens: ArrayLike<number>): {
   }
   for (let t = 0; t < tokens.length; t++) {
     const id = tokens[t]!;
-    if (!Number.isInteger(id) || id < 0 || id >= V) throw new RangeError(`scoreSequence: token ${t} must be an integer from 0 to ${V - 1}, got ${describeValue(id)}`);
+    if (!Number.isInteger(id) || id < 0 || id >= V) throw new RangeError(`scoreSequence: token ${t} must be an integer from 0 to ${V - 1}, got ${describe(id)}`);
   }
   runner.reset();
   const logits = new Float64Array(V);
@@ -145,7 +145,7 @@ export function logSoftmaxAt(logits: ArrayLike<number>, index: number): number {
 
 /** Mean NLL and perplexity of `text` by protocol A or B (shared/models/README.md). Resets the runner. */
 export function evaluate(runner: LlamaRunner, tokenizer: Tokenizer, text: string, protocol: Protocol, options: EvaluateOptions = {}): EvaluationResult {
-  if (typeof options !== 'object' || options === null) throw new TypeError(`evaluate: options must be an object, got ${describeValue(options)}`);
+  if (typeof options !== 'object' || options === null) throw new TypeError(`evaluate: options must be an object, got ${describe(options)}`);
   if (tokenizer.vocabSize !== runner.config.vocabSize) {
     throw new RangeError(`evaluate: the tokenizer has ${tokenizer.vocabSize} tokens, the model ${runner.config.vocabSize}`);
   }
@@ -166,6 +166,6 @@ export function evaluate(runner: LlamaRunner, tokenizer: Tokenizer, text: string
 }
 
 function positiveInteger(where: string, name: string, value: unknown): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) throw new RangeError(`${where}: ${name} must be a positive integer, got ${describeValue(value)}`);
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) throw new RangeError(`${where}: ${name} must be a positive integer, got ${describe(value)}`);
   return value;
 }

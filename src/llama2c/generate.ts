@@ -4,7 +4,7 @@
 // produces BOS. Same algorithm as run.c, in float64, so sampled text can differ from run.c where
 // float32 rounding changes a choice.
 
-import { describeValue } from './checkpoint';
+import { describe } from '../options';
 import type { LlamaRunner } from './model';
 import { BOS, type Tokenizer } from './tokenizer';
 
@@ -38,23 +38,23 @@ export interface GenerateResult {
 /** Resets the runner and generates (see the top of this file). */
 export function generate(runner: LlamaRunner, tokenizer: Tokenizer, options: GenerateOptions = {}): GenerateResult {
   const where = 'generate';
-  if (typeof options !== 'object' || options === null) throw new TypeError(`${where}: options must be an object, got ${describeValue(options)}`);
+  if (typeof options !== 'object' || options === null) throw new TypeError(`${where}: options must be an object, got ${describe(options)}`);
   const V = runner.config.vocabSize;
   if (tokenizer.vocabSize !== V) throw new RangeError(`${where}: the tokenizer has ${tokenizer.vocabSize} tokens, the model ${V}`);
   const prompt = options.prompt ?? '';
-  if (typeof prompt !== 'string') throw new TypeError(`${where}: prompt must be a string, got ${describeValue(prompt)}`);
+  if (typeof prompt !== 'string') throw new TypeError(`${where}: prompt must be a string, got ${describe(prompt)}`);
   const seqLen = runner.config.seqLen;
   let steps = options.steps ?? 256;
-  if (!Number.isInteger(steps) || steps < 0) throw new RangeError(`${where}: steps must be an integer >= 0, got ${describeValue(steps)}`);
+  if (!Number.isInteger(steps) || steps < 0) throw new RangeError(`${where}: steps must be an integer >= 0, got ${describe(steps)}`);
   if (steps === 0 || steps > seqLen) steps = seqLen;
   const temperature = options.temperature ?? 1;
   if (typeof temperature !== 'number' || !(temperature >= 0) || !Number.isFinite(temperature)) {
-    throw new RangeError(`${where}: temperature must be a finite number >= 0, got ${describeValue(temperature)}`);
+    throw new RangeError(`${where}: temperature must be a finite number >= 0, got ${describe(temperature)}`);
   }
   const topp = options.topp ?? 0.9;
-  if (typeof topp !== 'number' || Number.isNaN(topp)) throw new RangeError(`${where}: topp must be a number, got ${describeValue(topp)}`);
+  if (typeof topp !== 'number' || Number.isNaN(topp)) throw new RangeError(`${where}: topp must be a number, got ${describe(topp)}`);
   const seed = options.seed ?? 0;
-  if (!Number.isSafeInteger(seed) || seed < 0) throw new RangeError(`${where}: seed must be an integer >= 0, got ${describeValue(seed)}`);
+  if (!Number.isSafeInteger(seed) || seed < 0) throw new RangeError(`${where}: seed must be an integer >= 0, got ${describe(seed)}`);
   const rng = new XorShiftStar(seed === 0 ? (Date.now() % 0xffffffff) + 1 : seed);
 
   const prompted = tokenizer.encode(prompt, { bos: true });

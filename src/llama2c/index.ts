@@ -12,7 +12,7 @@ export {
   type LlamaModel,
   type ParseOptions,
 } from './checkpoint';
-export { dequantize, matrixBytes, matrixRow, matVec, type F32Matrix, type Matrix, type Q8Matrix } from './matrix';
+export { dequantize, matrixRow, matVec, type F32Matrix, type Matrix, type Q8Matrix } from './matrix';
 export { BOS, BYTE_FALLBACK_OFFSET, EOS, Tokenizer, UNK, type EncodeOptions } from './tokenizer';
 export { defaultCacheOptions, LlamaRunner, RMS_EPS, ROPE_THETA, rmsNorm } from './model';
 export {

@@ -8,7 +8,8 @@
 import type { Kivi } from '../kivi';
 import type { KiviCache } from '../cache';
 import type { CacheOptions } from '../options';
-import { describeValue, type LlamaConfig, type LlamaModel } from './checkpoint';
+import { type LlamaConfig, type LlamaModel } from './checkpoint';
+import { describe } from '../options';
 import { matrixRow, matVec } from './matrix';
 
 /** RMSNorm epsilon of llama2.c. */
@@ -58,20 +59,20 @@ export class LlamaRunner {
    */
   constructor(model: LlamaModel, kivi: Kivi, cacheOptions: Partial<CacheOptions> = {}) {
     if (typeof model !== 'object' || model === null || typeof model.config !== 'object') {
-      throw new TypeError(`LlamaRunner: model must be a LlamaModel (from parseCheckpoint), got ${describeValue(model)}`);
+      throw new TypeError(`LlamaRunner: model must be a LlamaModel (from parseCheckpoint), got ${describe(model)}`);
     }
     if (typeof kivi !== 'object' || kivi === null || typeof (kivi as Kivi).createCache !== 'function') {
-      throw new TypeError(`LlamaRunner: kivi must be a Kivi instance (await Kivi.load()), got ${describeValue(kivi)}`);
+      throw new TypeError(`LlamaRunner: kivi must be a Kivi instance (await Kivi.load()), got ${describe(kivi)}`);
     }
     if (typeof cacheOptions !== 'object' || cacheOptions === null) {
-      throw new TypeError(`LlamaRunner: cacheOptions must be an object, got ${describeValue(cacheOptions)}`);
+      throw new TypeError(`LlamaRunner: cacheOptions must be an object, got ${describe(cacheOptions)}`);
     }
     const c = model.config;
     const defaults = defaultCacheOptions(c);
     for (const key of SHAPE_KEYS) {
       const given = cacheOptions[key];
       if (given !== undefined && given !== defaults[key]) {
-        throw new RangeError(`LlamaRunner: cacheOptions.${key} is the model's (${defaults[key]}), got ${describeValue(given)}`);
+        throw new RangeError(`LlamaRunner: cacheOptions.${key} is the model's (${defaults[key]}), got ${describe(given)}`);
       }
     }
     this.model = model;
@@ -123,7 +124,7 @@ export class LlamaRunner {
     const V = this.config.vocabSize;
     if (out !== undefined) {
       if (!(out instanceof Float32Array || out instanceof Float64Array)) {
-        throw new TypeError(`LlamaRunner.forward: out must be a Float32Array or Float64Array, got ${describeValue(out)}`);
+        throw new TypeError(`LlamaRunner.forward: out must be a Float32Array or Float64Array, got ${describe(out)}`);
       }
       if (out.length !== V) throw new RangeError(`LlamaRunner.forward: out must have length vocabSize = ${V}, got ${out.length}`);
     }
@@ -165,7 +166,7 @@ export class LlamaRunner {
     this.checkUsable(where);
     const c = this.config;
     if (!Number.isInteger(token) || token < 0 || token >= c.vocabSize) {
-      throw new RangeError(`LlamaRunner.${where}: token must be an integer from 0 to ${c.vocabSize - 1}, got ${describeValue(token)}`);
+      throw new RangeError(`LlamaRunner.${where}: token must be an integer from 0 to ${c.vocabSize - 1}, got ${describe(token)}`);
     }
     if (this.pos >= c.seqLen) {
       throw new RangeError(`LlamaRunner.${where}: the model's context is seq_len = ${c.seqLen} tokens and all are used; call reset() to start a new sequence`);

@@ -9,7 +9,7 @@
 // Pieces are compared as bytes: internally each piece is a "binary string" (one char per byte), so
 // concatenating two pieces is concatenating their bytes, as run.c's sprintf("%s%s").
 
-import { describeValue } from './checkpoint';
+import { describe } from '../options';
 
 export const UNK = 0;
 export const BOS = 1;
@@ -67,8 +67,8 @@ export class Tokenizer {
   /** Parses a tokenizer.bin for a model of `vocabSize` tokens; throws a RangeError/TypeError on a
    *  malformed file (truncated, negative or too long pieces, bytes left over after vocabSize entries). */
   static fromBytes(bytes: Uint8Array, vocabSize: number): Tokenizer {
-    if (!(bytes instanceof Uint8Array)) throw new TypeError(`${WHERE}: expected the tokenizer file as a Uint8Array, got ${describeValue(bytes)}`);
-    if (typeof vocabSize !== 'number') throw new TypeError(`${WHERE}: vocabSize must be a number, got ${describeValue(vocabSize)}`);
+    if (!(bytes instanceof Uint8Array)) throw new TypeError(`${WHERE}: expected the tokenizer file as a Uint8Array, got ${describe(bytes)}`);
+    if (typeof vocabSize !== 'number') throw new TypeError(`${WHERE}: vocabSize must be a number, got ${describe(vocabSize)}`);
     if (!Number.isInteger(vocabSize) || vocabSize < 1) throw new RangeError(`${WHERE}: vocabSize must be a positive integer, got ${vocabSize}`);
     const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     if (bytes.length < 4) throw new RangeError(`${WHERE}: truncated file: ${bytes.length} bytes, expected at least the 4-byte max_token_length`);
@@ -127,8 +127,8 @@ export class Tokenizer {
    * without the piece " " gets the byte token for a space as its dummy prefix (run.c would write -1).
    */
   encode(text: string, options: EncodeOptions = {}): number[] {
-    if (typeof text !== 'string') throw new TypeError(`Tokenizer.encode: text must be a string, got ${describeValue(text)}`);
-    if (typeof options !== 'object' || options === null) throw new TypeError(`Tokenizer.encode: options must be an object, got ${describeValue(options)}`);
+    if (typeof text !== 'string') throw new TypeError(`Tokenizer.encode: text must be a string, got ${describe(text)}`);
+    if (typeof options !== 'object' || options === null) throw new TypeError(`Tokenizer.encode: options must be an object, got ${describe(options)}`);
     const bytes = utf8.encode(text);
     const ids: number[] = [];
     if (options.bos) ids.push(BOS);
@@ -211,7 +211,7 @@ export class Tokenizer {
 
   private checkId(where: string, id: number): number {
     if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) {
-      throw new RangeError(`Tokenizer.${where}: token must be an integer from 0 to ${this.vocabSize - 1}, got ${describeValue(id)}`);
+      throw new RangeError(`Tokenizer.${where}: token must be an integer from 0 to ${this.vocabSize - 1}, got ${describe(id)}`);
     }
     return id;
   }

@@ -1,18 +1,10 @@
 // stories3M-q80.bin (llama2.c v2, Q8_0, group 64), multiplied in int8 groups: the same numbers as the
 // f32 file (its exact dequantization) up to float rounding.
-import { beforeAll, describe, expect, it } from 'vitest';
-import { Kivi } from '../src/index';
-import { evaluate, LlamaRunner, parseCheckpoint, type LlamaModel, type Matrix, type Protocol, type Tokenizer } from '../src/llama2c/index';
-import { loadModel, modelBytes, REFERENCE, REFERENCE_TOLERANCE, validationText } from './llama2c-helpers';
+import { describe, expect, it } from 'vitest';
+import { parseCheckpoint, type Matrix, type Protocol } from '../src/llama2c/index';
+import { expectReference, modelBytes, REFERENCE, useModel } from './llama2c-helpers';
 
-let kivi: Kivi;
-let stories: { model: LlamaModel; tokenizer: Tokenizer };
-let text: string;
-beforeAll(async () => {
-  kivi = await Kivi.load();
-  stories = loadModel('stories3M-q80.bin', 'tok4096.bin');
-  text = validationText();
-});
+const stories = useModel('stories3M-q80.bin', 'tok4096.bin');
 
 describe('stories3M-q80.bin (Q8_0 weights, f32 cache)', () => {
   it('dequantizes to exactly the weights of stories3M.f32.bin (so every tensor was read in the right order)', () => {
@@ -41,15 +33,6 @@ describe('stories3M-q80.bin (Q8_0 weights, f32 cache)', () => {
 
   for (const protocol of ['A', 'B'] as Protocol[]) {
     const want = REFERENCE.stories3M[protocol];
-    it(`protocol ${protocol}: the f32 file's ${want.tokens} tokens and mean NLL ${want.meanNll}`, () => {
-      const runner = new LlamaRunner(stories.model, kivi);
-      const t0 = performance.now();
-      const r = evaluate(runner, stories.tokenizer, text, protocol);
-      const ms = performance.now() - t0;
-      console.log(`stories3M-q80 ${protocol} (int8 weights, f32 cache): ${r.tokens} tokens, mean NLL ${r.meanNll.toFixed(9)}, ${(ms / 1000).toFixed(2)} s, ${(ms / (r.tokens + r.sequences)).toFixed(3)} ms/token`);
-      expect(r.tokens).toBe(want.tokens);
-      expect(Math.abs(r.meanNll - want.meanNll)).toBeLessThan(REFERENCE_TOLERANCE);
-      runner.dispose();
-    });
+    it(`protocol ${protocol}: the f32 file's ${want.tokens} tokens and mean NLL ${want.meanNll}`, () => expectReference(stories, protocol, want, 'stories3M-q80 (int8 weights)'));
   }
 });

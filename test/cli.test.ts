@@ -52,7 +52,7 @@ describe('npx kivi-wasm', () => {
     expect(run([]).code).toBe(2);
     const unknown = run(['frobnicate']);
     expect(unknown.code).toBe(2);
-    expect(unknown.stderr).toMatch(/unknown command "frobnicate"; expected generate or eval/);
+    expect(unknown.stderr).toMatch(/unknown command "frobnicate"; expected generate, eval or convert/);
     const protocol = run(['eval', '--model', model, '--tokenizer', tokenizer, '--text', text, '--protocol', 'C']);
     expect(protocol.code).toBe(2);
     expect(protocol.stderr).toMatch(/--protocol expects one of A, B, got "C"/);
@@ -65,6 +65,24 @@ describe('npx kivi-wasm', () => {
     const missing = run(['generate', '--model', join(MODELS, 'nope.bin'), '--tokenizer', tokenizer]);
     expect(missing.code).toBe(2);
     expect(missing.stderr).toMatch(/cannot read the model/);
+  });
+
+  it('convert writes a llama2.c model or a random one as GGUF, and refuses bad command lines', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kivi-cli-gguf-'));
+    const out = join(dir, 'stories260K.q8_0.gguf');
+    const converted = run(['convert', model, tokenizer, out, '--type', 'q8_0']);
+    expect(converted.code, converted.stderr).toBe(0);
+    expect(converted.stderr).toMatch(/GGUF v3, llama, 47 tensors \(31 Q8_0, 11 F32, 5 F16\)/); // w2 (172 columns) falls back to F16
+    const bytes = readFileSync(out);
+    expect(bytes.subarray(0, 4).toString('latin1')).toBe('GGUF');
+    expect(bytes.readUInt32LE(4)).toBe(3);
+    const random = run(['convert', '--random', '--dim', '128', '--heads', '4', '--kv-heads', '2', '--layers', '2', '--context', '2048', '--vocab', '512', '--type', 'q4_0', join(dir, 'random.gguf')]);
+    expect(random.code, random.stderr).toBe(0);
+    expect(random.stderr).toMatch(/21 tensors \(16 Q4_0, 5 F32\)/);
+    expect(run(['convert', model, tokenizer]).stderr).toMatch(/convert expects <checkpoint.bin> <tokenizer.bin> <out.gguf>, got 2 file names/);
+    expect(run(['convert', model, tokenizer, out, '--type', 'q5_k']).stderr).toMatch(/--type expects one of f32, f16, q8_0, q4_0, got "q5_k"/);
+    expect(run(['convert', '--random', '--dim', '128', '--heads', '4', '--layers', '2', out]).stderr).toMatch(/--context is required/);
+    expect(run(['convert', model, tokenizer, out, '--dim', '64']).stderr).toMatch(/--dim is for convert --random only/);
   });
 
   it('eval --matrix writes the report tables (one model, the paper configurations)', async () => {

@@ -2,9 +2,11 @@
 //   npx kivi-wasm generate --model M --tokenizer T [--prompt P] [--tokens N] [cache options]
 //   npx kivi-wasm eval --model M --tokenizer T --text X --protocol A|B [cache options] [--json]
 //   npx kivi-wasm eval --matrix [--models DIR] [--out docs/EVAL.md]
+//   npx kivi-wasm convert <checkpoint.bin> <tokenizer.bin> <out.gguf> [--type T] | convert --random … <out.gguf>
 import { parseArgs } from 'node:util';
 import { Kivi } from '../index';
 import { evaluate, generate, LlamaRunner, parseCheckpoint, Tokenizer } from '../llama2c/index';
+import { commandConvert, CONVERT_HELP } from './convert';
 import { runMatrix } from './matrix';
 import { CACHE_FLAGS, CACHE_HELP, cacheOptions, choiceOption, describeCache, integerOption, numberOption, readBytes, requiredOption, UsageError, variantOption } from './options';
 import { ProgressBar } from './progress';
@@ -20,6 +22,7 @@ usage:
   kivi-wasm eval --matrix [--models DIR] [--out FILE]
       the evaluation of docs/EVAL.md: every model of DIR (default ../shared/models) under f32, KIVI-2/4/8,
       the paper's ablations and the variants that might beat KIVI-2; writes a markdown report
+${CONVERT_HELP}
 
 ${CACHE_HELP}
 
@@ -126,7 +129,8 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (command === 'generate') await commandGenerate(rest);
     else if (command === 'eval') await commandEval(rest);
-    else throw new UsageError(`unknown command ${JSON.stringify(command)}; expected generate or eval (see --help)`);
+    else if (command === 'convert') commandConvert(rest);
+    else throw new UsageError(`unknown command ${JSON.stringify(command)}; expected generate, eval or convert (see --help)`);
     return 0;
   } catch (error) {
     const usage = error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');

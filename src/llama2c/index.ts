@@ -1,4 +1,4 @@
-// kivi-wasm/llama2c: run llama2.c checkpoints (karpathy/llama2.c) with attention through a KiviCache,
+// kivi-wasm/llama2c: run llama2.c checkpoints (karpathy/llama2.c) and GGUF files with attention through a KiviCache,
 // and measure what a quantized cache costs in perplexity.
 export {
   CHECKPOINT_MAGIC,
@@ -30,3 +30,18 @@ export {
   type SequenceScore,
 } from './evaluate';
 export { generate, sample, XorShiftStar, type GenerateOptions, type GenerateResult } from './generate';
+export {
+  convertToGguf,
+  llamaGgufContents,
+  llamaHiddenDim,
+  randomGguf,
+  randomGgufContents,
+  randomVocabulary,
+  vocabularyOf,
+  WEIGHT_TYPES,
+  type ConvertOptions,
+  type GgufVocabulary,
+  type RandomModelOptions,
+  type WeightType,
+} from '../gguf/convert';
+export { ggufChunks, ggufLayout, writeGguf, type GgufContents, type GgufLayout, type MetadataInput, type TensorToWrite } from '../gguf/write';

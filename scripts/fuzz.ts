@@ -1,4 +1,5 @@
-// npm run fuzz — feeds kivi.restoreCache() malformed serialized caches (docs/FORMAT.md).
+// npm run fuzz — feeds kivi.restoreCache() malformed serialized caches (docs/FORMAT.md), and
+// parseGguf() malformed GGUF files (--target gguf).
 //
 // Every case must either restore a cache that then attends, appends and attends again without
 // throwing, with consistent stats(), or throw a TypeError/RangeError: anything else (another error
@@ -7,13 +8,25 @@
 // recomputed (so the parser's own checks run, not only the checksum), plus targeted rewrites of
 // header and count fields with boundary values.
 //
-// Usage: npx tsx scripts/fuzz.ts [--cases N] [--seconds S] [--seed K] [--variant auto|relaxed-simd|simd|scalar]
+// GGUF (--target gguf): every case must either parse into a model and tokenizer that then encode,
+// decode and run two tokens through a LlamaRunner (a RangeError from the run is allowed: a
+// well-formed file may hold weights that make the activations non-finite, which the cache refuses),
+// or throw a TypeError/RangeError. Seeds: small random-weight models in F32, F16, Q8_0 and Q4_0;
+// mutations as above, mostly inside the header (where the counts, lengths, types and offsets are),
+// plus u32/u64 boundary values written at random header offsets.
+//
+// Usage: npx tsx scripts/fuzz.ts [--target restore|gguf] [--cases N] [--seconds S] [--seed K]
+//                               [--variant auto|relaxed-simd|simd|scalar]
 //                               [--max-memory BYTES (Kivi.load's maxMemoryBytes, default 512 MiB)]
 // Stops at whichever of N cases or S seconds comes first; exits 1 on any failure.
 
 import { Kivi, type CacheOptions, type KiviCache } from '../src/index';
 import { Rng } from '../src/reference';
 import { crc32, HEADER_BYTES, LAYER_HEADER_BYTES } from '../src/serialize';
+import { randomGguf } from '../src/gguf/convert';
+import { parseGguf } from '../src/gguf/model';
+import { readGguf } from '../src/gguf/read';
+import { LlamaRunner } from '../src/llama2c/model';
 
 export interface FuzzResult {
   cases: number;
@@ -194,6 +207,143 @@ export function runFuzz(kivi: Kivi, options: { cases: number; seconds: number; s
   return result;
 }
 
+// ---------------------------------------------------------------------------------------------
+// GGUF
+
+/** Valid small GGUF files to mutate: one per weight type. */
+export function ggufSeeds(): Uint8Array[] {
+  const shape = { dim: 32, heads: 2, kvHeads: 1, layers: 1, context: 16, vocabSize: 262, seed: 5 };
+  return (['f32', 'f16', 'q8_0', 'q4_0'] as const).map((type) => randomGguf({ ...shape, type }));
+}
+
+function mutateGguf(rng: FuzzRng, seed: Uint8Array): { bytes: Uint8Array; kind: string } {
+  const header = readGguf(seed).dataOffset;
+  // Most mutations land in the header, where one byte changes a count, a length, a type or an offset.
+  const where = () => (rng.next() < 0.85 ? rng.int(header) : rng.int(seed.length));
+  let b = seed.slice();
+  const choice = rng.int(9);
+  let kind: string;
+  switch (choice) {
+    case 8: {
+      // A metadata value retyped to another type of the same size: the model's typed key lookups.
+      kind = 'value retype';
+      const keys = [...readGguf(seed).metadata].filter(([, v]) => ['uint32', 'int32', 'float32'].includes(v.type)).map(([k]) => k);
+      const key = new TextEncoder().encode(rng.pick(keys));
+      for (let i = 24; i + key.length + 4 <= header; i++) {
+        if (key.every((x, j) => b[i + j] === x)) {
+          new DataView(b.buffer).setUint32(i + key.length, rng.pick([4, 5, 6]), true); // uint32, int32, float32
+          break;
+        }
+      }
+      break;
+    }
+    case 0: {
+      kind = 'bit flips';
+      for (let i = 1 + rng.int(3); i > 0; i--) { const at = where(); b[at]! ^= 1 << rng.int(8); }
+      break;
+    }
+    case 1: {
+      kind = 'byte changes';
+      for (let i = 1 + rng.int(4); i > 0; i--) b[where()] = rng.int(256);
+      break;
+    }
+    case 2: {
+      kind = 'insertion';
+      const at = where();
+      const extra = new Uint8Array(1 + rng.int(16)).map(() => rng.int(256));
+      b = new Uint8Array([...b.subarray(0, at), ...extra, ...b.subarray(at)]);
+      break;
+    }
+    case 3: {
+      kind = 'deletion';
+      const at = where();
+      const n = 1 + rng.int(Math.min(16, b.length - at));
+      b = new Uint8Array([...b.subarray(0, at), ...b.subarray(at + n)]);
+      break;
+    }
+    case 4: {
+      kind = 'truncation';
+      b = b.slice(0, rng.int(b.length));
+      break;
+    }
+    case 5: {
+      kind = 'random bytes';
+      b = new Uint8Array(rng.int(512)).map(() => rng.int(256));
+      if (b.length >= 8 && rng.next() < 0.7) b.set([0x47, 0x47, 0x55, 0x46, 3, 0, 0, 0]);
+      break;
+    }
+    default: {
+      kind = 'field rewrite';
+      const view = new DataView(b.buffer);
+      const at = Math.min(rng.int(header), header - 8);
+      const value = rng.pick(INTERESTING);
+      if (rng.next() < 0.5) view.setUint32(at, value >>> 0, true);
+      else view.setBigUint64(at, rng.next() < 0.2 ? 2n ** 63n + BigInt(value) : BigInt(value), true);
+      break;
+    }
+  }
+  return { bytes: b, kind };
+}
+
+/** A parsed model must tokenize, decode and run. Returns a problem, or null. */
+function exerciseGguf(kivi: Kivi, bytes: Uint8Array): { problem: string | null; refusedAtRun: boolean } {
+  const { model, tokenizer } = parseGguf(bytes);
+  const ids = tokenizer.encode('Once upon a time', { bos: true });
+  if (ids.some((id) => !Number.isInteger(id) || id < 0 || id >= model.config.vocabSize)) return { problem: `encode gave ids outside the vocabulary: ${ids.join(' ')}`, refusedAtRun: false };
+  tokenizer.decodeAll(ids);
+  let runner: LlamaRunner;
+  try {
+    runner = new LlamaRunner(model, kivi, { bits: 2, groupSize: 8, residual: 8, maxTokens: 4 });
+  } catch (error) {
+    if (error instanceof RangeError || error instanceof TypeError) return { problem: null, refusedAtRun: true };
+    throw error;
+  }
+  try {
+    for (const id of ids.slice(0, 2)) {
+      const logits = runner.forward(id);
+      if (logits.length !== model.config.vocabSize) return { problem: `logits of length ${logits.length}`, refusedAtRun: false };
+    }
+  } catch (error) {
+    if (error instanceof RangeError) return { problem: null, refusedAtRun: true };
+    throw error;
+  } finally {
+    runner.dispose();
+  }
+  return { problem: null, refusedAtRun: false };
+}
+
+export interface GgufFuzzResult extends FuzzResult {
+  /** Parsed, but the run refused the model (a RangeError, e.g. non-finite activations). */
+  refusedAtRun: number;
+}
+
+export function runGgufFuzz(kivi: Kivi, options: { cases: number; seconds: number; seed?: number }): GgufFuzzResult {
+  const rng = new FuzzRng(options.seed ?? 12345);
+  const seeds = ggufSeeds();
+  const result: GgufFuzzResult = { cases: 0, restored: 0, typeErrors: 0, rangeErrors: 0, refusedAtRun: 0, failures: [], slowestMs: 0, seconds: 0, byKind: {} };
+  const started = performance.now();
+  const deadline = started + options.seconds * 1000;
+  while (result.cases < options.cases && performance.now() < deadline) {
+    const { bytes, kind } = mutateGguf(rng, rng.pick(seeds));
+    const t0 = performance.now();
+    result.cases++;
+    result.byKind[kind] = (result.byKind[kind] ?? 0) + 1;
+    try {
+      const { problem, refusedAtRun } = exerciseGguf(kivi, bytes);
+      if (problem !== null) result.failures.push(`${kind}: ${problem}`);
+      else if (refusedAtRun) result.refusedAtRun++;
+      else result.restored++;
+    } catch (error) {
+      if (error instanceof TypeError) result.typeErrors++;
+      else if (error instanceof RangeError) result.rangeErrors++;
+      else result.failures.push(`${kind}: threw ${String(error)}`);
+    }
+    result.slowestMs = Math.max(result.slowestMs, performance.now() - t0);
+  }
+  result.seconds = (performance.now() - started) / 1000;
+  return result;
+}
+
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
   const arg = (name: string, fallback: string) => {
@@ -201,9 +351,11 @@ async function main(): Promise<void> {
     return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : fallback;
   };
   if (args.includes('--help')) {
-    console.log('Usage: tsx scripts/fuzz.ts [--cases N] [--seconds S] [--seed K] [--variant auto|relaxed-simd|simd|scalar] [--max-memory BYTES]');
+    console.log('Usage: tsx scripts/fuzz.ts [--target restore|gguf] [--cases N] [--seconds S] [--seed K] [--variant auto|relaxed-simd|simd|scalar] [--max-memory BYTES]');
     return;
   }
+  const target = arg('target', 'restore');
+  if (target !== 'restore' && target !== 'gguf') throw new Error(`--target expects restore or gguf, got ${JSON.stringify(target)}`);
   const cases = Number(arg('cases', '1000000000'));
   const seconds = Number(arg('seconds', '60'));
   const seed = Number(arg('seed', String(Date.now() % 2 ** 31)));
@@ -212,10 +364,11 @@ async function main(): Promise<void> {
   // window per head) are large: bound them as a service restoring untrusted caches would.
   const maxMemoryBytes = Number(arg('max-memory', String(512 * 2 ** 20)));
   const kivi = await Kivi.load({ variant, maxMemoryBytes });
-  console.log(`fuzzing restoreCache on the ${kivi.variant} build (maxMemoryBytes ${maxMemoryBytes}), seed ${seed}, up to ${cases} cases or ${seconds} s`);
-  const r = runFuzz(kivi, { cases, seconds, seed });
+  console.log(`fuzzing ${target === 'gguf' ? 'parseGguf' : 'restoreCache'} on the ${kivi.variant} build (maxMemoryBytes ${maxMemoryBytes}), seed ${seed}, up to ${cases} cases or ${seconds} s`);
+  const r = target === 'gguf' ? runGgufFuzz(kivi, { cases, seconds, seed }) : runFuzz(kivi, { cases, seconds, seed });
   console.log(`cases tried: ${r.cases} in ${r.seconds.toFixed(1)} s (slowest case ${r.slowestMs.toFixed(1)} ms)`);
-  console.log(`restored and exercised: ${r.restored}`);
+  console.log(`${target === 'gguf' ? 'parsed and run' : 'restored and exercised'}: ${r.restored}`);
+  if ('refusedAtRun' in r) console.log(`parsed, then refused by the run with RangeError: ${r.refusedAtRun}`);
   console.log(`refused with TypeError: ${r.typeErrors}`);
   console.log(`refused with RangeError: ${r.rangeErrors}`);
   console.log(`failures: ${r.failures.length}`);

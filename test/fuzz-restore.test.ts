@@ -1,7 +1,7 @@
-// A quick run of the restoreCache fuzzer (the long one: npm run fuzz).
+// Quick runs of the restoreCache and parseGguf fuzzers (the long ones: npm run fuzz [-- --target gguf]).
 import { describe, expect, it } from 'vitest';
 import { Kivi, VARIANTS } from '../src/index';
-import { runFuzz } from '../scripts/fuzz';
+import { runFuzz, runGgufFuzz } from '../scripts/fuzz';
 
 describe('restoreCache fuzzing', () => {
   for (const v of VARIANTS) {
@@ -14,6 +14,22 @@ describe('restoreCache fuzzing', () => {
       expect(r.rangeErrors).toBeGreaterThan(0);
       expect(r.typeErrors).toBeGreaterThan(0);
       expect(r.restored, 'inputs that still restore (and attend)').toBeGreaterThan(0);
+      expect(kivi.memoryBytes).toBeLessThanOrEqual(256 * 2 ** 20);
+    }, 30_000);
+  }
+});
+
+describe('parseGguf fuzzing', () => {
+  for (const v of VARIANTS) {
+    it(`${v.name}: every malformed GGUF parses into a model that runs, or throws TypeError/RangeError`, async () => {
+      const kivi = await Kivi.load({ variant: v.name, maxMemoryBytes: 256 * 2 ** 20 });
+      const r = runGgufFuzz(kivi, { cases: 3000, seconds: 2, seed: 20261125 });
+      expect(r.failures.slice(0, 5)).toEqual([]);
+      expect(r.cases).toBeGreaterThan(200);
+      expect(r.typeErrors + r.rangeErrors + r.restored + r.refusedAtRun).toBe(r.cases);
+      expect(r.rangeErrors).toBeGreaterThan(0);
+      expect(r.typeErrors).toBeGreaterThan(0);
+      expect(r.restored, 'mutated files that still parse and run').toBeGreaterThan(0);
       expect(kivi.memoryBytes).toBeLessThanOrEqual(256 * 2 ** 20);
     }, 30_000);
   }

@@ -33,7 +33,7 @@
 import { describe } from '../options';
 import { Rng } from '../reference';
 import type { LlamaModel } from '../llama2c/checkpoint';
-import type { Matrix } from '../llama2c/matrix';
+import { matrixRow, type Matrix } from '../llama2c/matrix';
 import type { Tokenizer } from '../llama2c/tokenizer';
 import { FILE_TYPES, GGUF_DEFAULT_ALIGNMENT, TENSOR_NAMES, TENSOR_TYPES, TokenType, type TensorType, type TensorTypeName } from './format';
 import { encodeF16, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, QK, quantizeQ4_0, quantizeQ8_0 } from './quants';
@@ -141,9 +141,10 @@ export function vocabularyOf(tokenizer: Tokenizer): GgufVocabulary {
   return { tokens, scores, types };
 }
 
-/** Row r of a llama2.c matrix as f32 (a Q8_0 weight is q·scale rounded to f32, as dequantize()). */
+/** Row r of a matrix as f32 (a llama2.c Q8_0 weight is q·scale rounded to f32, as dequantize()). */
 function matrixRows(m: Matrix): RowSource {
   if (m.kind === 'f32') return (r, out) => out.set(m.data.subarray(r * m.cols, (r + 1) * m.cols));
+  if (m.kind === 'ggml') return (r, out) => matrixRow(m, r, out);
   return (r, out) => {
     const base = r * m.cols;
     for (let j = 0; j < m.cols; j++) out[j] = m.q[base + j]! * m.scales[Math.floor((base + j) / m.groupSize)]!;

@@ -44,13 +44,18 @@ export interface LlamaConfig {
   headDim: number;
   /** The classifier is the token embedding (no wcls in the file). */
   sharedClassifier: boolean;
+  /** RMSNorm epsilon; default 1e-5 (llama2.c's). GGUF files say theirs. */
+  rmsEps?: number;
+  /** RoPE base; default 10000 (llama2.c's). GGUF files say theirs. */
+  ropeTheta?: number;
 }
 
 export interface CheckpointFormat {
-  /** 0: legacy f32, 1: f32 with the ak42 header, 2: Q8_0. */
-  version: 0 | 1 | 2;
-  /** How the matrices are held in memory: 'q8_0' for a v2 file unless dequantized at load. */
-  weights: 'f32' | 'q8_0';
+  /** 0: legacy f32, 1: f32 with the ak42 header, 2: Q8_0; 'gguf': a GGUF file (parseGguf). */
+  version: 0 | 1 | 2 | 'gguf';
+  /** How the matrices are held in memory: 'q8_0' for a v2 file unless dequantized at load; for a
+   *  GGUF file the type most of its matrices have ('f32', 'f16', 'q8_0' or 'q4_0'). */
+  weights: 'f32' | 'q8_0' | 'f16' | 'q4_0';
   /** Q8_0 group size of a v2 file. */
   groupSize?: number;
 }

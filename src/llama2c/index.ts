@@ -12,7 +12,7 @@ export {
   type LlamaModel,
   type ParseOptions,
 } from './checkpoint';
-export { dequantize, matrixRow, matVec, type F32Matrix, type Matrix, type Q8Matrix } from './matrix';
+export { dequantize, matrixRow, matVec, type F32Matrix, type GgmlMatrix, type Matrix, type Q8Matrix } from './matrix';
 export { BOS, BYTE_FALLBACK_OFFSET, EOS, Tokenizer, UNK, type EncodeOptions } from './tokenizer';
 export { defaultCacheOptions, LlamaRunner, RMS_EPS, ROPE_THETA, rmsNorm } from './model';
 export {
@@ -45,3 +45,10 @@ export {
   type WeightType,
 } from '../gguf/convert';
 export { ggufChunks, ggufLayout, writeGguf, type GgufContents, type GgufLayout, type MetadataInput, type TensorToWrite } from '../gguf/write';
+export { parseGguf, shortestDecimal, type GgufModel } from '../gguf/model';
+export { isGguf, readGguf, type GgufFile, type GgufTensorInfo } from '../gguf/read';
+export {
+  GGML_TYPE_NAMES, GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_VERSION, TENSOR_TYPES, TokenType,
+  type MetadataValue, type StringArray, type TensorType, type TensorTypeName,
+} from '../gguf/format';
+export { parseModel, type ParsedModel } from './parse-model';

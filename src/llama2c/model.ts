@@ -51,6 +51,7 @@ export class LlamaRunner {
   private readonly cos: Float64Array;
   private readonly sin: Float64Array;
   private readonly invFreq: Float64Array;
+  private readonly rmsEps: number;
 
   /**
    * @param cacheOptions merged over `defaultCacheOptions(model.config)`: bits, groupSize, residual,
@@ -99,7 +100,8 @@ export class LlamaRunner {
     this.cos = new Float64Array(half);
     this.sin = new Float64Array(half);
     this.invFreq = new Float64Array(half);
-    for (let i = 0; i < half; i++) this.invFreq[i] = Math.pow(ROPE_THETA, (-2 * i) / c.headDim);
+    for (let i = 0; i < half; i++) this.invFreq[i] = Math.pow(c.ropeTheta ?? ROPE_THETA, (-2 * i) / c.headDim);
+    this.rmsEps = c.rmsEps ?? RMS_EPS;
   }
 
   /** The cache of the current sequence (a new one after each reset()). */
@@ -130,7 +132,7 @@ export class LlamaRunner {
     }
     this.step('forward', token);
     const m = this.model;
-    rmsNorm(this.xb, this.x, m.rmsFinal);
+    rmsNorm(this.xb, this.x, m.rmsFinal, this.rmsEps);
     matVec(m.classifier, this.xb, this.logits64);
     const result = out ?? new Float32Array(V);
     result.set(this.logits64);
@@ -187,7 +189,7 @@ export class LlamaRunner {
     const cache = this.current;
     for (let l = 0; l < c.layers; l++) {
       const w = m.layers[l]!;
-      rmsNorm(xb, x, w.rmsAtt);
+      rmsNorm(xb, x, w.rmsAtt, this.rmsEps);
       matVec(w.wq, xb, q);
       matVec(w.wk, xb, k);
       matVec(w.wv, xb, v);
@@ -204,7 +206,7 @@ export class LlamaRunner {
       matVec(w.wo, xb, xb2);
       for (let i = 0; i < c.dim; i++) x[i] = x[i]! + xb2[i]!;
 
-      rmsNorm(xb, x, w.rmsFfn);
+      rmsNorm(xb, x, w.rmsFfn, this.rmsEps);
       matVec(w.w1, xb, hb);
       matVec(w.w3, xb, hb2);
       for (let i = 0; i < c.hiddenDim; i++) {
@@ -234,11 +236,11 @@ export class LlamaRunner {
   }
 }
 
-/** out = weight ⊙ x / sqrt(mean(x²) + 1e-5). */
-export function rmsNorm(out: Float64Array, x: Float64Array, weight: Float32Array): void {
+/** out = weight ⊙ x / sqrt(mean(x²) + eps). */
+export function rmsNorm(out: Float64Array, x: Float64Array, weight: Float32Array, eps = RMS_EPS): void {
   const n = weight.length;
   let ss = 0;
   for (let i = 0; i < n; i++) ss += x[i]! * x[i]!;
-  const inv = 1 / Math.sqrt(ss / n + RMS_EPS);
+  const inv = 1 / Math.sqrt(ss / n + eps);
   for (let i = 0; i < n; i++) out[i] = weight[i]! * (x[i]! * inv);
 }

@@ -45,7 +45,9 @@ export class Tokenizer {
   private readonly decodedAfterBos: Uint8Array[];
   private readonly textDecoder = new TextDecoder('utf-8');
 
-  private constructor(maxTokenLength: number, pieces: Uint8Array[], scores: Float32Array) {
+  /** `special`: ids that text never encodes to and that decode to nothing (SentencePiece's control
+   *  and unknown tokens, as a GGUF vocabulary marks them); a tokenizer.bin has none. */
+  private constructor(maxTokenLength: number, pieces: Uint8Array[], scores: Float32Array, special: ReadonlySet<number> = new Set()) {
     this.vocabSize = pieces.length;
     this.maxTokenLength = maxTokenLength;
     this.rawPieces = pieces;
@@ -55,9 +57,10 @@ export class Tokenizer {
     // run.c finds pieces by bsearch over the sorted vocabulary; with duplicate pieces it may find
     // any of them. Here the lowest id wins (the shipped tokenizers have no duplicates).
     this.pieces.forEach((p, id) => {
-      if (!this.lookup.has(p)) this.lookup.set(p, id);
+      if (!this.lookup.has(p) && !special.has(id)) this.lookup.set(p, id);
     });
     this.decoded = pieces.map((raw, id) => {
+      if (special.has(id)) return new Uint8Array(0);
       const m = /^<0x([0-9A-Fa-f]{2})>$/.exec(this.pieces[id]!);
       return m ? Uint8Array.of(parseInt(m[1]!, 16)) : raw;
     });
@@ -99,6 +102,23 @@ export class Tokenizer {
       throw new RangeError(`${WHERE}: ${bytes.length - offset} bytes left over after the ${vocabSize} tokens the model expects: the file holds ${countEntries(view, offset)} more tokens (a tokenizer for another vocabulary?)`);
     }
     return new Tokenizer(maxTokenLength, pieces, scores);
+  }
+
+  /**
+   * A tokenizer from pieces and scores (e.g. a GGUF file's vocabulary, with SentencePiece's "▁"
+   * already turned into spaces), encoding and decoding as fromBytes' tokenizers do; `special` ids
+   * (control and unknown tokens) are never produced by encode() and decode to nothing.
+   */
+  static fromPieces(pieces: readonly Uint8Array[], scores: Float32Array, special: ReadonlySet<number> = new Set()): Tokenizer {
+    const where = 'Tokenizer.fromPieces';
+    if (!Array.isArray(pieces) || !pieces.every((p) => p instanceof Uint8Array)) throw new TypeError(`${where}: pieces must be an array of Uint8Array, got ${describe(pieces)}`);
+    if (!(scores instanceof Float32Array)) throw new TypeError(`${where}: scores must be a Float32Array, got ${describe(scores)}`);
+    if (pieces.length < 1 || scores.length !== pieces.length) throw new RangeError(`${where}: expected one score per piece and at least one piece, got ${pieces.length} pieces and ${scores.length} scores`);
+    const nan = scores.findIndex((s) => Number.isNaN(s));
+    if (nan >= 0) throw new RangeError(`${where}: the score of token ${nan} is NaN`);
+    let maxTokenLength = 1;
+    for (const p of pieces) maxTokenLength = Math.max(maxTokenLength, p.length);
+    return new Tokenizer(maxTokenLength, pieces.slice(), scores.slice(), special);
   }
 
   /** The piece's bytes as stored (a space for sentencepiece's "▁"; "<0x0A>" for byte tokens). */

@@ -1,7 +1,7 @@
 // kivi-wasm command line: run the llama2.c models of this package on a KIVI cache.
 //   npx kivi-wasm generate --model M --tokenizer T [--prompt P] [--tokens N] [cache options]
 //   npx kivi-wasm eval --model M --tokenizer T --text X --protocol A|B [cache options] [--json]
-//   npx kivi-wasm eval --matrix [--models DIR] [--out docs/EVAL.md]
+//   npx kivi-wasm eval --matrix [--models DIR] [--out docs/EVAL.md] [--llamacpp bench/peers/llamacpp]
 //   npx kivi-wasm convert <checkpoint.bin> <tokenizer.bin> <out.gguf> [--type T] | convert --random … <out.gguf>
 import { parseArgs } from 'node:util';
 import { Kivi } from '../index';
@@ -19,9 +19,11 @@ usage:
   kivi-wasm eval --model M --tokenizer T --text X --protocol A|B [cache options] [--json]
       feeds every paragraph or window one token at a time and prints tokens, mean NLL and perplexity
       (--json: one JSON object on stdout); a progress bar on stderr
-  kivi-wasm eval --matrix [--models DIR] [--out FILE]
+  kivi-wasm eval --matrix [--models DIR] [--out FILE] [--llamacpp PEER_DIR]
       the evaluation of docs/EVAL.md: every model of DIR (default ../shared/models) under f32, KIVI-2/4/8,
-      the paper's ablations and the variants that might beat KIVI-2; writes a markdown report
+      the paper's ablations and the variants that might beat KIVI-2; writes a markdown report.
+      --llamacpp: the folder of the installed llama.cpp peer (the repository's bench/peers/llamacpp):
+      adds llama.cpp's f16/q8_0/q4_0 caches beside ours on the same GGUF file and token ids
 ${CONVERT_HELP}
 
 ${CACHE_HELP}
@@ -79,11 +81,11 @@ async function commandEval(args: string[]): Promise<void> {
     args, strict: true,
     options: {
       model: { type: 'string' }, tokenizer: { type: 'string' }, text: { type: 'string' }, protocol: { type: 'string' },
-      json: { type: 'boolean' }, matrix: { type: 'boolean' }, models: { type: 'string' }, out: { type: 'string' }, ...CACHE_FLAGS,
+      json: { type: 'boolean' }, matrix: { type: 'boolean' }, models: { type: 'string' }, out: { type: 'string' }, llamacpp: { type: 'string' }, ...CACHE_FLAGS,
     },
   });
   if (values.matrix) {
-    await runMatrix({ modelsDir: values.models ?? '../shared/models', out: values.out ?? 'docs/EVAL.md', variant: variantOption(values) });
+    await runMatrix({ modelsDir: values.models ?? '../shared/models', out: values.out ?? 'docs/EVAL.md', variant: variantOption(values), llamacpp: values.llamacpp });
     return;
   }
   const protocol = choiceOption('protocol', requiredOption('protocol', values.protocol), 'A', ['A', 'B'] as const);

@@ -10,6 +10,7 @@ import { bytesPerToken, streamLayout } from '../layout';
 import { resolveOptions } from '../options';
 import { evaluate, LlamaRunner, parseCheckpoint, Tokenizer, windowsOf, type LlamaModel } from '../llama2c/index';
 import { f16BitsToF32, quantizeGroup } from '../reference';
+import { llamaCppComparison } from './matrix-llamacpp';
 import { describeCache, readBytes } from './options';
 import { ProgressBar } from './progress';
 
@@ -238,6 +239,9 @@ export interface MatrixOptions {
   /** Model names to run (default all); used by the tests to keep the run short. */
   models?: string[];
   configs?: 'all' | 'paper';
+  /** Folder of the llama.cpp peer (bench/peers/llamacpp, installed): adds kivi-wasm beside llama.cpp
+   *  on each model whose head dim llama.cpp's quantized caches take (a multiple of 32). */
+  llamacpp?: string;
 }
 
 export async function runMatrix(options: MatrixOptions): Promise<string> {
@@ -297,6 +301,11 @@ export async function runMatrix(options: MatrixOptions): Promise<string> {
       `| attention output (values quantized) | ${t2.outputToken.toFixed(4)} | ${t2.outputChannel.toFixed(4)} |`,
       '',
     ].join('\n'));
+    if (options.llamacpp !== undefined && headDim % 32 === 0) {
+      const peer = await llamaCppComparison(options.llamacpp, kivi, spec.name, model, tokenizer, text);
+      sections.push(peer.markdown);
+      summary.push(JSON.stringify(peer.summary));
+    }
     const best = [...paper.slice(1, 4), ...search].filter((r) => r.config.bits === 2 && r.bitsPerNumber <= plain.bitsPerNumber + 1e-9)
       .sort((a, b) => a.meanNll - b.meanNll)[0]!;
     summary.push(JSON.stringify({

@@ -72,7 +72,7 @@ function runNll(dir: string, request: object, scratch: string): Promise<LlamaCpp
   const requestPath = join(scratch, 'request.json');
   writeFileSync(requestPath, JSON.stringify(request));
   return new Promise((done, fail) => {
-    const env = { ...process.env, NODE_LLAMA_CPP_SKIP_DOWNLOAD: 'true' };
+    const env: NodeJS.ProcessEnv = { ...process.env, NODE_LLAMA_CPP_SKIP_DOWNLOAD: 'true' };
     delete env.NODE_OPTIONS;
     const child = spawn(process.execPath, [script, requestPath], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';

@@ -20,6 +20,11 @@ async function load(job) {
  *  `kivi-wasm convert --random` writes); the response's token count checks it. */
 const promptOf = (n, word) => word + ` ${word}`.repeat(n - 1);
 
+// A random-weight model emits byte pieces (<0x80>…) that are not UTF-8 alone, and wllama's server code
+// then fails to encode its JSON answer; banning the 256 byte pieces (ids 3..258) keeps the text valid.
+// (llama-server's [token, false] form: wllama passes logit_bias through as it is.)
+const NO_BYTE_PIECES = Array.from({ length: 256 }, (_, i) => [3 + i, false]);
+
 const jobs = {
   // Greedy text from a prompt, with the timings llama.cpp's server code reports.
   async generate(job) {
@@ -40,6 +45,7 @@ const jobs = {
       for (const depth of job.depths) {
         const r = await wllama.createCompletion({
           prompt: promptOf(depth - 1, job.word), max_tokens: job.steps, temperature: 0, top_k: 1, ignore_eos: true, cache_prompt: true,
+          logit_bias: NO_BYTE_PIECES,
         });
         if (r.usage.prompt_tokens !== depth) throw new Error(`prompt of ${depth - 1} words gave ${r.usage.prompt_tokens} tokens, expected ${depth} (BOS included)`);
         rows.push({ depth, timings: r.timings });

@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { defineConfig, type Options } from 'tsup';
 
 const root = dirname(fileURLToPath(import.meta.url));
-const BUILDS = ['relaxed-simd', 'simd', 'scalar'];
+const BUILDS = ['relaxed-simd', 'simd', 'scalar', 'relaxed-simd-threads', 'simd-threads'];
 
 /** For the `workerd` entry: src/builtin.workerd.ts (the .wasm files imported as modules) in place of
  *  src/builtin.ts (the base64-embedded builds), and the `.wasm` imports left for the runtime (wrangler

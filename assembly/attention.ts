@@ -656,16 +656,18 @@ export function qtoken_f32_scores(
 }
 
 /**
- * In place: each row becomes softmax(scores) over its first `visible` entries and 0 after them,
- * where row m sees min(length, firstVisible + floor(m / rowsPerToken)) tokens (the causal rule:
- * rows are grouped by query token, newest last).
+ * In place, the unnormalized softmax of each row: scores become exp(score − max) over the row's
+ * first `visible` entries and 0 after them, and the row's max and Σ exp go to rowMax[m] and rowSum[m]
+ * (−∞ and 0 for a row that sees none). Row m sees clamp(firstVisible + floor(m / rowsPerToken), 0,
+ * length) tokens (the causal rule: rows are grouped by query token, newest last). Dividing by the sum
+ * is left to the fold of the ranges (attend.ts).
  */
-export function f32_softmax(
-  rows: i32, length: i32, firstVisible: i32, rowsPerToken: i32, scores: usize, scoreStride: i32,
+export function f32_softmax_partial(
+  rows: i32, length: i32, firstVisible: i32, rowsPerToken: i32, scores: usize, scoreStride: i32, rowMax: usize, rowSum: usize,
 ): void {
   for (let m = 0; m < rows; m++) {
     const row = scores + (<usize>m * <usize>scoreStride << 2);
-    const visible = min(length, firstVisible + m / rowsPerToken);
+    const visible = max(0, min(length, firstVisible + m / rowsPerToken));
     let maximum: f32 = -Infinity;
     let i = 0;
     if (ASC_FEATURE_SIMD) {
@@ -676,7 +678,7 @@ export function f32_softmax(
     for (; i < visible; i++) maximum = max(maximum, load<f32>(row + (<usize>i << 2)));
     let sum: f32 = 0;
     i = 0;
-    if (ASC_FEATURE_SIMD) {
+    if (ASC_FEATURE_SIMD && visible > 0) {
       const vmax = f32x4.splat(maximum);
       const vlog2e = constant(Constant.LOG2E), vmin = constant(Constant.EXP2_MIN), vmagic = constant(Constant.ROUND_MAGIC);
       const c1 = constant(Constant.EXP2_C1), c2 = constant(Constant.EXP2_C2), c3 = constant(Constant.EXP2_C3);
@@ -696,14 +698,9 @@ export function f32_softmax(
       store<f32>(row + (<usize>i << 2), p);
       sum += p;
     }
-    const inverse: f32 = 1 / sum;
-    i = 0;
-    if (ASC_FEATURE_SIMD) {
-      const vinverse = f32x4.splat(inverse);
-      for (; i + 4 <= visible; i += 4) v128.store(row + (<usize>i << 2), f32x4.mul(v128.load(row + (<usize>i << 2)), vinverse));
-    }
-    for (; i < visible; i++) store<f32>(row + (<usize>i << 2), load<f32>(row + (<usize>i << 2)) * inverse);
     if (visible < length) memory.fill(row + (<usize>visible << 2), 0, <usize>(length - visible) << 2);
+    store<f32>(rowMax + (<usize>m << 2), maximum);
+    store<f32>(rowSum + (<usize>m << 2), sum);
   }
 }
 
@@ -1068,6 +1065,9 @@ export function qtoken_f32_accumulate(
         else if (bits == 4) valueSumsWide4(rows, D, gv, codes, prepared, gammas, out);
         else valueSumsWide8(rows, D, gv, codes, prepared, gammas, out);
       }
+      // Each block adds its own Σ w·z, so the result depends only on the blocks, not on how many
+      // calls (stored chunks, attention ranges) they are read in.
+      addZeroSums(rows, D, gv, zeroSums, out);
       continue;
     }
     // Scalar build: per token, the weight folded into each group's scale and zero.
@@ -1093,13 +1093,19 @@ export function qtoken_f32_accumulate(
     }
   }
   store<u32>(work, touched); // keeps the early loads
-  if (ASC_FEATURE_SIMD) {
-    for (let m = 0; m < rows; m++) {
-      for (let g = 0; g < groups; g++) {
-        const vzero = f32x4.splat(load<f32>(zeroSums + (<usize>(m * groups + g) << 2)));
-        const acc = out + <usize>m * outBytes + (<usize>(g * gv) << 2);
-        for (let c = 0; c < gv; c += 4) v128.store(acc + (<usize>c << 2), f32x4.add(v128.load(acc + (<usize>c << 2)), vzero));
-      }
+}
+
+/** out[m][c] += zeroSums[m][group of c], then the sums are cleared (SIMD builds). */
+function addZeroSums(rows: i32, D: i32, gv: i32, zeroSums: usize, out: usize): void {
+  const groups = D / gv;
+  const outBytes = <usize>D << 2;
+  for (let m = 0; m < rows; m++) {
+    for (let g = 0; g < groups; g++) {
+      const at = zeroSums + (<usize>(m * groups + g) << 2);
+      const vzero = f32x4.splat(load<f32>(at));
+      store<f32>(at, 0);
+      const acc = out + <usize>m * outBytes + (<usize>(g * gv) << 2);
+      for (let c = 0; c < gv; c += 4) v128.store(acc + (<usize>c << 2), f32x4.add(v128.load(acc + (<usize>c << 2)), vzero));
     }
   }
 }

@@ -95,7 +95,8 @@ export function f32_qtoken_quantize(
       const slot = first + i;
       const t = slot % VALUE_BLOCK;
       const block = dst + <usize>h * dstHeadStride + <usize>(slot / VALUE_BLOCK) * blockBytes;
-      // A block's first token clears it: memory may be reused, and codes are OR-ed in.
+      // A block's first token clears it: memory may be reused, and the halves of the tokens not yet
+      // in it must read as finite numbers (attention multiplies them by a weight of 0).
       if (t == 0) memory.fill(block, 0, blockBytes);
       const row = src + <usize>h * srcHeadStride + (<usize>(i * D) << 2);
       for (let g = 0; g < groups; g++) {
@@ -144,6 +145,7 @@ export function f32_qtoken_quantize(
       // 4·i + t%4 takes channel 4·Q + i. With SIMD one swizzle places a quad's 4 codes.
       const codes = block + <usize>(4 * VALUE_BLOCK * groups);
       const shift = valueCodeShift(t, bits);
+      const mask: u32 = (1 << bits) - 1;
       let c = 0;
       if (ASC_FEATURE_SIMD) {
         const chunksPerQuad = (VALUE_BLOCK * bits) >> 5;
@@ -153,18 +155,21 @@ export function f32_qtoken_quantize(
         const vlane = i8x16(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3);
         const vpick = i8x16(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
         const vmine = i8x16.eq(vlane, i8x16.splat(<i8>lane));
+        // This token's bits in the bytes it shares with 3 other tokens: cleared, then set, so that a
+        // slot written before (a truncated or failed append) takes the new code.
+        const vslot = v128.and(vmine, i8x16.splat(<i8>(mask << shift)));
         for (; c + 16 <= D; c += 16) {
           const vcodes = i8x16.shl(v128.load(scratch + <usize>c), shift);
           for (let q = 0; q < 4; q++) {
             const vindex = v128.or(i8x16.add(vpick, i8x16.splat(<i8>(4 * q))), v128.not(vmine));
             const at = codes + (<usize>(((c >> 2) + q) * chunksPerQuad) << 4) + chunkInQuad;
-            v128.store(at, v128.or(v128.load(at), i8x16.swizzle(vcodes, vindex)));
+            v128.store(at, v128.or(v128.andnot(v128.load(at), vslot), i8x16.swizzle(vcodes, vindex)));
           }
         }
       }
       for (; c < D; c++) {
         const at = codes + <usize>valueCodeByte(c, t, bits);
-        store<u8>(at, load<u8>(at) | (<u32>load<u8>(scratch + <usize>c) << shift));
+        store<u8>(at, (<u32>load<u8>(at) & ~(mask << shift)) | (<u32>load<u8>(scratch + <usize>c) << shift));
       }
     }
   }

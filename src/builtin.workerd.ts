@@ -7,11 +7,12 @@
 import relaxedSimd from './kivi.relaxed-simd.wasm';
 import scalar from './kivi.scalar.wasm';
 import simd from './kivi.simd.wasm';
-import type { VariantName } from './variants';
+import type { BuildName, VariantName } from './variants';
 
 const MODULES: Readonly<Record<VariantName, WebAssembly.Module>> = { 'relaxed-simd': relaxedSimd, simd, scalar };
 
-/** One build this entry ships, compiled by the runtime when the worker was loaded. */
-export function builtinBuild(name: VariantName): WebAssembly.Module | Uint8Array<ArrayBuffer> {
-  return MODULES[name];
+/** One build this entry ships, compiled by the runtime when the worker was loaded. Workers have no
+ *  threads, so the threaded builds are not shipped here. */
+export function builtinBuild(name: BuildName): WebAssembly.Module | Uint8Array<ArrayBuffer> | undefined {
+  return MODULES[name as VariantName];
 }

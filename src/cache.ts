@@ -1,35 +1,54 @@
-// KiviCache: per-layer state, the flush schedule of SPEC.md, validation, and the calls into the
-// kernels. All storage lives in the wasm memory of the Kivi instance that created the cache.
+// KiviCache: per-layer state, validation, and the jobs that append to it and attend over it. All
+// storage lives in the wasm memory of the Kivi instance that created the cache (storage.ts draws the
+// regions); when tokens are quantized is schedule.ts's; how a job reaches the kernels (one thread or
+// the pool) is the runtime's (wasm.ts).
 //
-// Per layer and per stream (keys, values), each region holding every kv head one after another
-// (head h at base + h · capacity · unit bytes), so that attention over a head reads contiguous memory:
-//
-//   sinks     f32 [Hkv][S][D]                          the first S tokens, forever
-//   quantized [Hkv][capacity] key blocks (G tokens) or value blocks (32 tokens): assembly/layout.ts
-//   residual  f32 [Hkv][capacity][D], live rows [start, start + count): the newest tokens
-//
-// Attention sees the tokens in order sinks | quantized | residual; keys and values may split the
-// same tokens differently (keys flush R at a time, values one at a time), so each stream has its
-// own segments, and scores are indexed by absolute token position.
+// Every call checks its input and plans its allocations before it changes anything, and writes only
+// into memory no cache reads yet (new chunks, the free rows after the live ones, fresh regions) until
+// the jobs have run: a call that throws — bad input, no memory, a worker that failed — leaves every
+// cache as it was.
 
 import type { WasmRuntime } from './wasm';
 import { describe, resolveOptions, type ResolvedOptions } from './options';
 import { bytesPerToken, decodeGroups, streamLayout, VALUE_BLOCK, type GroupListing, type StreamLayout } from './layout';
 import { parseCache, serializeCache, type ParsedStream } from './serialize';
+import { Chunk, copyHeads, Stream } from './storage';
+import { tokensToFlush, undoRows, type StreamRole } from './schedule';
+import {
+  Areas, ATTEND_JOB_BYTES, AttendMode, attendRanges, attendScratchBytes, attendTiles, COPY_JOB_BYTES, COPY_RECORD_BYTES,
+  ElementType, FLUSH_JOB_BYTES, FLUSH_RECORD_BYTES, FlushOp, JobKind, partialBytes, SEGMENT_BYTES, segmentKind,
+  VALIDATE_JOB_BYTES, validateTasks, writeAttend, writeCopy, writeFlush, writeHeader, writeSegments, writeValidate,
+  type AttendShape, type CopyRecord, type FlushRecord, type Segment,
+} from './jobs';
 
 /** Largest magnitude a key or value may have: the stored halves must hold a group's min and scale. */
 export const MAX_ABS_INPUT = 65504;
 
-/** Score rows × tokens held at once in the workspace (floats); multi-token queries are tiled to fit. */
-const SCORE_BUDGET_FLOATS = 1 << 20;
-
-/** The shared workspace is kept after an append up to this size (attention needs at most about
- *  SCORE_BUDGET_FLOATS·4 bytes of it); a larger staging area is freed when the append ends. */
+/** The shared workspace is kept after a call up to this size; a long prompt's staging is freed. */
 const WORKSPACE_KEEP_BYTES = 16 << 20;
+
+/** Tokens per attention range (rounded up to a multiple of every block size, rangeTokens). */
+const RANGE_TARGET = 256;
+
+/** Query rows per attention tile (a tile is a few query tokens of one kv head's GQA group). */
+const TILE_ROWS = 16;
+
+/** Bytes the SPLIT partials of one attend may take; beyond, each task folds its ranges itself. */
+const PARTIALS_BUDGET = 32 << 20;
 
 export interface AttendOptions {
   /** Multiplies q·k; default 1/sqrt(headDim). */
   scale?: number;
+}
+
+/** Keys, values and queries: f32, or IEEE half (a Float16Array, or a Uint16Array of half bits). */
+export type Tensor = Float32Array | Uint16Array | Float16ArrayLike;
+
+/** A Float16Array where the runtime has one (typed structurally: TypeScript's lib may lack it). */
+export interface Float16ArrayLike extends ArrayBufferView {
+  readonly length: number;
+  readonly BYTES_PER_ELEMENT: 2;
+  [index: number]: number;
 }
 
 export interface CacheStats {
@@ -43,56 +62,10 @@ export interface CacheStats {
   residualValues: number;
   /** Bytes the stored tokens occupy: codes, halves, f32 residual and sinks (spare capacity excluded). */
   bytes: number;
+  /** Of `bytes`, those in quantized blocks this cache shares with forks (held once for all of them). */
+  sharedBytes: number;
   /** bytes·8 per cached number (keys and values), metadata and f32 parts included. */
   bitsPerElement: number;
-}
-
-class Stream {
-  readonly layout: StreamLayout;
-  quantizedPtr = 0;
-  /** Units (blocks) per head. */
-  quantizedCapacity = 0;
-  quantizedTokens = 0;
-  residualPtr = 0;
-  /** Rows per head. */
-  residualCapacity = 0;
-  residualStart = 0;
-  residualCount = 0;
-  sinkPtr = 0;
-  /** Sink rows per head held (grows up to S as sink tokens arrive, or reserved by maxTokens). */
-  sinkCapacity = 0;
-
-  constructor(layout: StreamLayout) {
-    this.layout = layout;
-  }
-
-  get quantizedUnits(): number {
-    return Math.ceil(this.quantizedTokens / this.layout.unitTokens);
-  }
-}
-
-/** A run of stored tokens of one kv head: `count` f32 rows, key blocks, or value-block tokens,
- *  `stride` bytes per row or block. */
-interface Segment {
-  kind: 'f32' | 'channel' | 'token';
-  data: number;
-  count: number;
-  stride: number;
-}
-
-interface StreamPlan {
-  stream: Stream;
-  flushTokens: number;
-  /** New quantized capacity in units per head, or 0 to keep the current region. */
-  quantizedCapacity: number;
-  /** New residual capacity in rows per head, or 0 to keep the current region. */
-  residualCapacity: number;
-  compact: boolean;
-  /** New sink capacity in rows per head, or 0 to keep the current region. */
-  sinkCapacity: number;
-  freshQuantized: number;
-  freshResidual: number;
-  freshSinks: number;
 }
 
 class Layer {
@@ -105,13 +78,49 @@ class Layer {
     this.keys = new Stream(keyLayout);
     this.values = new Stream(valueLayout);
   }
+
+  stream(role: StreamRole): Stream {
+    return role === 'keys' ? this.keys : this.values;
+  }
 }
 
-function checkFinite(where: string, name: string, data: Float32Array): void {
-  for (let i = 0; i < data.length; i++) {
-    const x = data[i]!;
-    if (!Number.isFinite(x)) throw new RangeError(`${where}: ${name} must hold finite numbers, got ${x} at index ${i}`);
-  }
+/** What an append does to one stream, decided before anything is allocated. */
+interface StreamPlan {
+  readonly stream: Stream;
+  readonly role: StreamRole;
+  /** Residual tokens it quantizes (the oldest). */
+  readonly flush: number;
+  /** Of those, the ones written after the tokens of the writable tail view. */
+  readonly inTail: number;
+  /** Units of a new chunk (0: none). */
+  readonly chunkUnits: number;
+  /** Tokens of a shared, partly filled last value block that the new chunk starts with (a copy). */
+  readonly carried: number;
+  /** Rows of a fresh residual region (0: the current one, in place). */
+  readonly residualCapacity: number;
+  /** History rows (the newest flushed inputs) moved into a fresh region. */
+  readonly keep: number;
+  /** Rows of a fresh sink region (0: the current one). */
+  readonly sinkCapacity: number;
+  chunk: Chunk | null;
+  residualPtr: number;
+  sinkPtr: number;
+}
+
+const Float16ArrayConstructor = (globalThis as { Float16Array?: new (...args: never[]) => Float16ArrayLike }).Float16Array;
+
+/** The element type of an input or output array, or null if it is neither f32 nor f16. */
+function elementType(data: unknown): ElementType | null {
+  if (data instanceof Float32Array) return ElementType.F32;
+  if (data instanceof Uint16Array || (Float16ArrayConstructor !== undefined && data instanceof Float16ArrayConstructor)) return ElementType.F16;
+  return null;
+}
+
+const TENSOR_TYPES = `a Float32Array, ${Float16ArrayConstructor ? 'a Float16Array, ' : ''}or a Uint16Array of IEEE half bits`;
+
+function lcm(a: number, b: number): number {
+  const gcd = (x: number, y: number): number => (y === 0 ? x : gcd(y, x % y));
+  return (a / gcd(a, b)) * b;
 }
 
 export class KiviCache {
@@ -120,15 +129,19 @@ export class KiviCache {
   private readonly layerStates: Layer[];
   /** Bytes of one f32 row of one head. */
   private readonly rowBytes: number;
+  /** Tokens per attention range: a multiple of every block size (G, 32). */
+  private readonly rangeTokens: number;
   private disposed = false;
 
   /** @internal Use `kivi.createCache(options)`. `reserve: false` skips the maxTokens reservation
-   *  (a restored cache holds only what its stored tokens need; its options keep maxTokens). */
+   *  (a restored or forked cache holds only what its tokens need; its options keep maxTokens). */
   constructor(runtime: WasmRuntime, options: unknown, reserve = true) {
     this.options = resolveOptions(options);
     this.runtime = runtime;
     const o = this.options;
     this.rowBytes = o.headDim * 4;
+    const unit = lcm(o.groupSize, VALUE_BLOCK);
+    this.rangeTokens = unit * Math.ceil(RANGE_TARGET / unit);
     const keyLayout = streamLayout(o, o.keyGrouping);
     const valueLayout = streamLayout(o, o.valueGrouping);
     this.layerStates = [];
@@ -146,52 +159,41 @@ export class KiviCache {
     }
   }
 
-  /** f32 rows of a quantized stream in steady decoding: the window (R keys, R+1 values, or under G
-   *  keys when R = 0) plus slack for appends of up to max(G, 16) tokens, so the live rows are
-   *  moved to the front only every few appends. */
-  private residualWindow(): number {
+  /** f32 rows a quantized stream keeps in steady decoding: the window (R keys, R+1 values, or under
+   *  G keys when R = 0), the undo history (schedule.ts) and slack for appends of up to max(G, 16)
+   *  tokens, so that the rows move to a fresh region only every few appends. */
+  private residualRows(stream: Stream): number {
     const o = this.options;
-    return (o.residual > 0 ? o.residual : o.groupSize) + Math.max(o.groupSize, 16);
+    return (o.residual > 0 ? o.residual + 1 : o.groupSize) + undoRows(o, stream.layout.kind) + Math.max(o.groupSize, 16);
   }
 
-  /** Reserves room for `maxTokens` (the capacity hint) so that decoding up to it never moves memory.
-   *  A prompt longer than the residual window appended in one call still needs f32 room of its size
-   *  until the next append quantizes it. */
+  /** Reserves room for `maxTokens` (the capacity hint) so that decoding up to it never moves memory. */
   private reserve(stream: Stream, maxTokens: number): void {
     const o = this.options;
+    const rt = this.runtime;
+    const H = o.kvHeads;
     const { unitTokens, headUnitBytes, kind } = stream.layout;
     const stored = Math.max(0, maxTokens - o.sinkTokens);
     const sinks = Math.min(o.sinkTokens, maxTokens);
-    if (sinks > 0) {
-      stream.sinkPtr = this.runtime.alloc(o.kvHeads * sinks * this.rowBytes, 'sink tokens');
-      stream.sinkCapacity = sinks;
-    }
-    const residualRows = kind === 'f32' ? Math.max(stored, 16) : this.residualWindow();
-    stream.residualPtr = this.runtime.alloc(o.kvHeads * residualRows * this.rowBytes, 'residual tokens');
-    stream.residualCapacity = residualRows;
+    if (sinks > 0) stream.sinks = { ptr: rt.alloc(H * sinks * this.rowBytes, 'sink tokens'), capacity: sinks };
+    const rows = kind === 'f32' ? Math.max(stored, 16) : this.residualRows(stream);
+    stream.residual = { ptr: rt.alloc(H * rows * this.rowBytes, 'residual tokens'), capacity: rows };
     if (kind !== 'f32') {
       const units = Math.ceil(stored / unitTokens);
-      if (units > 0) {
-        stream.quantizedPtr = this.runtime.alloc(o.kvHeads * units * headUnitBytes, 'quantized tokens');
-        stream.quantizedCapacity = units;
-      }
+      if (units > 0) stream.views.push({ chunk: new Chunk(rt.alloc(H * units * headUnitBytes, 'quantized tokens'), units), tokens: 0 });
     }
   }
 
   private release(): void {
     for (const layer of this.layerStates) {
-      for (const stream of [layer.keys, layer.values]) {
-        this.runtime.free(stream.quantizedPtr);
-        this.runtime.free(stream.residualPtr);
-        this.runtime.free(stream.sinkPtr);
-        stream.quantizedPtr = stream.residualPtr = stream.sinkPtr = 0;
-        stream.quantizedCapacity = stream.residualCapacity = stream.sinkCapacity = 0;
-      }
+      layer.keys.release(this.runtime);
+      layer.values.release(this.runtime);
     }
   }
 
   private checkUsable(where: string): void {
     if (this.disposed) throw new TypeError(`${where}: the cache was disposed`);
+    if (this.runtime.isClosed) throw new TypeError(`${where}: the Kivi instance that made this cache was closed`);
   }
 
   private checkLayer(where: string, layer: unknown): Layer {
@@ -202,338 +204,406 @@ export class KiviCache {
     return this.layerStates[layer]!;
   }
 
-  /** Checks the type and length of a [tokens][heads][headDim] array and returns its token count. */
-  private checkShape(where: string, name: string, data: unknown, heads: number): number {
-    if (!(data instanceof Float32Array)) throw new TypeError(`${where}: ${name} must be a Float32Array, got ${describe(data)}`);
+  /** Checks the type and length of a [tokens][heads][headDim] array; returns its token count and type. */
+  private checkShape(where: string, name: string, data: unknown, heads: number): { tokens: number; type: ElementType } {
+    const type = elementType(data);
+    if (type === null) throw new TypeError(`${where}: ${name} must be ${TENSOR_TYPES}, got ${describe(data)}`);
+    const length = (data as Tensor).length;
     const rowLength = heads * this.options.headDim;
-    if (data.length === 0 || data.length % rowLength !== 0) {
+    if (length === 0 || length % rowLength !== 0) {
       throw new RangeError(
         `${where}: ${name} must hold a whole number (>= 1) of tokens of ${heads} heads × ${this.options.headDim} = ${rowLength} numbers, ` +
-        `got length ${data.length}`,
+        `got length ${length}`,
       );
     }
-    return data.length / rowLength;
+    return { tokens: length / rowLength, type };
   }
 
-  /** The tokens the schedule of SPEC.md quantizes from a residual of `count` tokens at the start of an append. */
-  private tokensToFlush(stream: Stream, isKeys: boolean, count: number): number {
-    const { residual: R, groupSize: G, keyWindow } = this.options;
-    switch (stream.layout.kind) {
-      case 'f32':
-        return 0;
-      case 'token':
-        return Math.max(0, count - R);
-      case 'channel':
-        if (R === 0) return Math.floor(count / G) * G;
-        if (isKeys && keyWindow === 'sliding') return count >= R ? (Math.floor((count - R) / G) + 1) * G : 0;
-        return Math.floor(count / R) * R;
-    }
+  /** Copies an input's bytes into wasm memory at `at` (f32 values, or half bits). */
+  private stage(data: Tensor, type: ElementType, at: number): void {
+    const rt = this.runtime;
+    if (type === ElementType.F32) rt.f32.set(data as Float32Array, at >>> 2);
+    else rt.u16.set(new Uint16Array(data.buffer, data.byteOffset, data.length), at >>> 1);
   }
 
-  private planStream(stream: Stream, isKeys: boolean, added: number, sinksNeeded: number): StreamPlan {
-    const flushTokens = this.tokensToFlush(stream, isKeys, stream.residualCount);
-    const unitsNeeded = Math.ceil((stream.quantizedTokens + flushTokens) / stream.layout.unitTokens);
-    const quantizedCapacity = flushTokens > 0 && unitsNeeded > stream.quantizedCapacity
-      ? Math.max(unitsNeeded, Math.ceil(stream.quantizedCapacity * 1.5), 4)
-      : 0;
-    const live = stream.residualCount - flushTokens + added;
-    const start = stream.residualStart + flushTokens;
-    let residualCapacity = 0;
-    let compact = false;
-    if (stream.layout.kind === 'f32') {
-      if (live > stream.residualCapacity) {
-        compact = true;
-        residualCapacity = Math.max(live, Math.ceil(stream.residualCapacity * 1.5));
-      }
-    } else {
-      const wanted = Math.max(live, this.residualWindow());
-      if (live > stream.residualCapacity || stream.residualCapacity > 2 * wanted) {
-        // Grow for a long append, or give back the room of a long prompt once it is quantized:
-        // f32 memory stays bounded by the window plus the newest append (SPEC.md).
-        compact = true;
-        residualCapacity = wanted;
-      } else if (start + live > stream.residualCapacity) {
-        compact = true;
-      }
-    }
-    // Sinks arrive a few at a time: grow geometrically up to S.
-    const sinkCapacity = sinksNeeded > stream.sinkCapacity
-      ? Math.min(this.options.sinkTokens, Math.max(sinksNeeded, 2 * stream.sinkCapacity, 4))
-      : 0;
-    return { stream, flushTokens, quantizedCapacity, residualCapacity, compact, sinkCapacity, freshQuantized: 0, freshResidual: 0, freshSinks: 0 };
+  /** Index of the first element of the `count` staged at `at` that is not finite or exceeds maxAbs, or -1. */
+  private firstInvalid(areas: Areas, base: number, count: number, at: number, type: ElementType, maxAbs: number): number {
+    const rt = this.runtime;
+    const tasks = validateTasks(count);
+    const job = base + areas.add(VALIDATE_JOB_BYTES);
+    const results = base + areas.add(tasks * 4);
+    writeHeader(rt.i32, job, JobKind.VALIDATE, tasks, 0, 0);
+    writeValidate(rt.i32, rt.f32, job, count, at, type, maxAbs, results);
+    rt.run(job, count);
+    const found = rt.i32.subarray(results >>> 2, (results >>> 2) + tasks).find((i) => i >= 0);
+    return found ?? -1;
   }
 
   /**
-   * Appends n >= 1 tokens of keys and values, each a Float32Array [n][kvHeads][headDim].
+   * Appends n >= 1 tokens of keys and values, each [n][kvHeads][headDim] as f32 or f16.
    * Residual tokens left beyond the window by earlier appends are quantized first (SPEC.md), so the
    * appended tokens are always attended in full precision right after.
    */
-  append(layer: number, keys: Float32Array, values: Float32Array): void {
+  append(layer: number, keys: Tensor, values: Tensor): void {
     const where = 'KiviCache.append';
     this.checkUsable(where);
     const state = this.checkLayer(where, layer);
     const o = this.options;
-    const n = this.checkShape(where, 'keys', keys, o.kvHeads);
-    const nValues = this.checkShape(where, 'values', values, o.kvHeads);
-    if (n !== nValues) throw new RangeError(`${where}: keys and values must hold the same number of tokens, got ${n} and ${nValues}`);
+    const k = this.checkShape(where, 'keys', keys, o.kvHeads);
+    const v = this.checkShape(where, 'values', values, o.kvHeads);
+    if (k.tokens !== v.tokens) throw new RangeError(`${where}: keys and values must hold the same number of tokens, got ${k.tokens} and ${v.tokens}`);
+    if (k.type !== v.type) throw new TypeError(`${where}: keys and values must have the same element type, got ${describe(keys)} and ${describe(values)}`);
+    const n = k.tokens;
     if (state.tokens + n > 2 ** 31 - 1) throw new RangeError(`${where}: a layer holds at most 2^31-1 tokens, got ${state.tokens} + ${n}`);
 
-    // The input goes to a staging area of the shared workspace (one copy each), is checked there,
-    // and is scattered into per-head rows by the kernels. The workspace is not cache state, so a
-    // refused input changes nothing.
     const rt = this.runtime;
-    const inputBytes = keys.length * 4;
-    const staging = rt.workspace(2 * inputBytes + this.quantizeScratchBytes(), 'append staging');
+    const type = k.type;
+    const count = keys.length;
+    const inputBytes = count * (type === ElementType.F32 ? 4 : 2);
+    const sinkTake = Math.min(n, o.sinkTokens - state.sinkCount);
+    const added = n - sinkTake;
+    const plans = (['keys', 'values'] as const).map((role) => this.planStream(state, role, added, state.sinkCount + sinkTake));
+    // The workspace: staged keys and values, then the jobs and their records, then per-thread scratch.
+    const areas = new Areas();
+    const stagedKeys = areas.add(inputBytes);
+    const stagedValues = areas.add(inputBytes);
+    const jobs = areas.add(Math.max(VALIDATE_JOB_BYTES + validateTasks(2 * count) * 4, FLUSH_JOB_BYTES + 4 * FLUSH_RECORD_BYTES, COPY_JOB_BYTES + 4 * COPY_RECORD_BYTES) + 64);
+    const scratch = areas.add(rt.threads * this.quantizeScratchBytes());
+    const base = rt.workspace(areas.size, 'append staging');
     try {
-      const stagedKeys = staging;
-      const stagedValues = staging + inputBytes;
-      const scratch = staging + 2 * inputBytes; // the quantizers' scratch, after the staged input
-      rt.f32.set(keys, stagedKeys / 4);
-      rt.f32.set(values, stagedValues / 4);
-      for (const [name, data, ptr] of [['keys', keys, stagedKeys], ['values', values, stagedValues]] as const) {
-        const bad = rt.kernels.f32_first_invalid(data.length, ptr, MAX_ABS_INPUT);
-        if (bad >= 0) {
-          const x = data[bad]!;
-          const why = Number.isFinite(x) ? `|x| <= ${MAX_ABS_INPUT} (a half must hold it)` : 'finite numbers';
-          throw new RangeError(`${where}: ${name} must hold ${why}, got ${x} at index ${bad}`);
-        }
+      this.stage(keys, type, base + stagedKeys);
+      this.stage(values, type, base + stagedValues);
+      // Keys and values are staged one after the other: one check covers both.
+      const jobAreas = new Areas();
+      const bad = this.firstInvalid(jobAreas, base + jobs, 2 * count, base + stagedKeys, type, MAX_ABS_INPUT);
+      if (bad >= 0) {
+        const [name, data, index] = bad < count ? ['keys', keys, bad] as const : ['values', values, bad - count] as const;
+        const x = data[index]!;
+        const shown = type === ElementType.F32 ? x : `half bits 0x${x.toString(16).padStart(4, '0')}`;
+        const why = type === ElementType.F32 && Number.isFinite(x) ? `|x| <= ${MAX_ABS_INPUT} (a half must hold it)` : 'finite numbers';
+        throw new RangeError(`${where}: ${name} must hold ${why}, got ${shown} at index ${index}`);
       }
-
-      const sinkTake = Math.min(n, o.sinkTokens - state.sinkCount);
-      const added = n - sinkTake;
-      const sinksNeeded = state.sinkCount + sinkTake;
-      const plans = [this.planStream(state.keys, true, added, sinksNeeded), this.planStream(state.values, false, added, sinksNeeded)];
       this.allocate(plans);
-
-      // From here on nothing can fail: the state changes.
-      const staged = [stagedKeys, stagedValues];
-      plans.forEach((plan) => {
-        const s = plan.stream;
-        if (plan.freshSinks === 0) return;
-        this.moveHeads(s.sinkPtr, s.sinkCapacity, plan.freshSinks, plan.sinkCapacity, this.rowBytes, state.sinkCount);
-        rt.free(s.sinkPtr);
-        s.sinkPtr = plan.freshSinks;
-        s.sinkCapacity = plan.sinkCapacity;
-      });
-      if (sinkTake > 0) {
-        [state.keys, state.values].forEach((stream, i) => {
-          rt.kernels.f32_scatter_heads(sinkTake, o.kvHeads, o.headDim, staged[i]!, stream.sinkPtr + state.sinkCount * this.rowBytes, stream.sinkCapacity * this.rowBytes);
-        });
-        state.sinkCount += sinkTake;
+      try {
+        this.runFlush(plans, base + jobs, base + scratch);
+        this.moveRows(state, plans);
+        this.runCopy(state, plans, sinkTake, added, type, [base + stagedKeys, base + stagedValues], base + jobs);
+      } catch (error) {
+        this.freePlanned(plans);
+        throw error;
       }
-      const skipBytes = sinkTake * o.kvHeads * this.rowBytes;
-      plans.forEach((plan, i) => this.flushAndAdd(plan, staged[i]! + skipBytes, added, scratch));
+      // From here on nothing can fail: the state changes.
+      const position = state.tokens;
+      for (const plan of plans) this.commit(state, plan, position, added);
+      state.sinkCount += sinkTake;
       state.tokens += n;
     } finally {
-      rt.trimWorkspace(WORKSPACE_KEEP_BYTES); // a long prompt's staging does not stay allocated
+      rt.trimWorkspace(WORKSPACE_KEEP_BYTES);
     }
+  }
+
+  private quantizeScratchBytes(): number {
+    return Math.ceil((this.options.groupSize * this.options.headDim + 64) / 16) * 16;
+  }
+
+  private planStream(state: Layer, role: StreamRole, added: number, sinksNeeded: number): StreamPlan {
+    const o = this.options;
+    const s = state.stream(role);
+    const { kind, unitTokens } = s.layout;
+    const flush = tokensToFlush(o, role, kind, s.residualCount);
+    // Quantized: after the writable tail's tokens, then in a new chunk.
+    let inTail = 0;
+    let chunkUnits = 0;
+    let carried = 0;
+    if (flush > 0) {
+      const tail = s.views[s.views.length - 1];
+      const writable = s.writableTail;
+      if (writable) inTail = Math.min(flush, writable.chunk.capacity * unitTokens - writable.tokens);
+      // A shared chunk ending in a partly filled value block: the block continues in the new chunk.
+      if (!writable && tail !== undefined) carried = tail.tokens % unitTokens;
+      if (flush > inTail) {
+        const needed = Math.ceil((carried + flush - inTail) / unitTokens);
+        chunkUnits = Math.max(needed, Math.ceil(s.quantizedUnits / 2), 4);
+      }
+    }
+    // Residual rows: the rows after the flush, then the new ones, with the undo history before them.
+    const start = s.residualStart + flush;
+    const live = s.residualCount - flush;
+    let residualCapacity = 0;
+    let keep = 0;
+    if (kind === 'f32') {
+      if (start + live + added > s.residual.capacity) residualCapacity = Math.max(live + added, Math.ceil(s.residual.capacity * 1.5), 16);
+    } else {
+      const history = undoRows(o, kind);
+      const wanted = Math.max(live + added + history, this.residualRows(s));
+      // Grow for a long append, or give back the room of a long prompt once it is quantized: f32
+      // memory stays bounded by the window, the history and the newest append (SPEC.md).
+      if (start + live + added > s.residual.capacity || s.residual.capacity > 2 * wanted) {
+        keep = Math.min(history, start);
+        residualCapacity = Math.max(wanted, keep + live + added);
+      }
+    }
+    // Sinks arrive a few at a time: grow geometrically up to S.
+    const sinkCapacity = sinksNeeded > s.sinks.capacity ? Math.min(o.sinkTokens, Math.max(sinksNeeded, 2 * s.sinks.capacity, 4)) : 0;
+    return { stream: s, role, flush, inTail, chunkUnits, carried, residualCapacity, keep, sinkCapacity, chunk: null, residualPtr: 0, sinkPtr: 0 };
   }
 
   /** Allocates everything the plans need, all or nothing. */
   private allocate(plans: StreamPlan[]): void {
     const rt = this.runtime;
-    const o = this.options;
+    const H = this.options.kvHeads;
     try {
       for (const plan of plans) {
-        if (plan.residualCapacity > 0) plan.freshResidual = rt.alloc(o.kvHeads * plan.residualCapacity * this.rowBytes, 'residual tokens');
-        if (plan.quantizedCapacity > 0) {
-          plan.freshQuantized = rt.alloc(o.kvHeads * plan.quantizedCapacity * plan.stream.layout.headUnitBytes, 'quantized tokens');
-        }
-        if (plan.sinkCapacity > 0) plan.freshSinks = rt.alloc(o.kvHeads * plan.sinkCapacity * this.rowBytes, 'sink tokens');
+        if (plan.chunkUnits > 0) plan.chunk = new Chunk(rt.alloc(H * plan.chunkUnits * plan.stream.layout.headUnitBytes, 'quantized tokens'), plan.chunkUnits);
+        if (plan.residualCapacity > 0) plan.residualPtr = rt.alloc(H * plan.residualCapacity * this.rowBytes, 'residual tokens');
+        if (plan.sinkCapacity > 0) plan.sinkPtr = rt.alloc(H * plan.sinkCapacity * this.rowBytes, 'sink tokens');
       }
     } catch (error) {
-      for (const plan of plans) {
-        rt.free(plan.freshResidual);
-        rt.free(plan.freshQuantized);
-        rt.free(plan.freshSinks);
-        plan.freshResidual = plan.freshQuantized = plan.freshSinks = 0;
-      }
+      this.freePlanned(plans);
       throw error;
     }
   }
 
-  private quantizeScratchBytes(): number {
-    return this.options.groupSize * this.options.headDim + 64;
-  }
-
-  /** Copies `used` units (or rows) of every head from one per-head region to another. */
-  private moveHeads(from: number, fromCapacity: number, to: number, toCapacity: number, unitBytes: number, used: number, fromOffset = 0): void {
-    const u8 = this.runtime.u8;
-    for (let h = 0; h < this.options.kvHeads; h++) {
-      const src = from + (h * fromCapacity + fromOffset) * unitBytes;
-      u8.copyWithin(to + h * toCapacity * unitBytes, src, src + used * unitBytes);
-    }
-  }
-
-  /** Quantizes what the plan flushes, compacts or moves the residual rows, then adds `added` staged
-   *  tokens ([added][kvHeads][D] at `staged`) as residual rows. */
-  private flushAndAdd(plan: StreamPlan, staged: number, added: number, scratch: number): void {
+  private freePlanned(plans: StreamPlan[]): void {
     const rt = this.runtime;
-    const k = rt.kernels;
+    for (const plan of plans) {
+      if (plan.chunk) rt.free(plan.chunk.ptr);
+      rt.free(plan.residualPtr);
+      rt.free(plan.sinkPtr);
+      plan.chunk = null;
+      plan.residualPtr = plan.sinkPtr = 0;
+    }
+  }
+
+  /** Quantizes what the plans flush: after the writable tail, then into the new chunk (which starts
+   *  with a copy of a carried partial block). Writes only memory no view holds yet. */
+  private runFlush(plans: StreamPlan[], job: number, scratch: number): void {
+    const rt = this.runtime;
     const o = this.options;
+    const H = o.kvHeads;
+    const records: FlushRecord[] = [];
+    for (const plan of plans) {
+      if (plan.flush === 0) continue;
+      const s = plan.stream;
+      const { kind, unitTokens, headUnitBytes, groupLength } = s.layout;
+      const op = kind === 'channel' ? FlushOp.CHANNEL : FlushOp.TOKEN;
+      const src = s.residual.ptr + s.residualStart * this.rowBytes;
+      const srcHeadStride = s.residual.capacity * this.rowBytes;
+      const record = (chunk: Chunk, firstToken: number, tokens: number, from: number): FlushRecord => ({
+        op, heads: H, D: o.headDim, group: groupLength, bits: o.bits,
+        units: op === FlushOp.CHANNEL ? tokens / unitTokens : tokens,
+        firstSlot: op === FlushOp.CHANNEL ? 0 : firstToken,
+        src: src + from * this.rowBytes, srcHeadStride,
+        dst: chunk.ptr + (op === FlushOp.CHANNEL ? (firstToken / unitTokens) * headUnitBytes : 0), dstHeadStride: chunk.capacity * headUnitBytes,
+      });
+      const tail = s.views[s.views.length - 1];
+      if (plan.inTail > 0) records.push(record(tail!.chunk, tail!.tokens, plan.inTail, 0));
+      if (plan.chunk) {
+        if (plan.carried > 0) {
+          const block = Math.floor(tail!.tokens / unitTokens);
+          const from = tail!.chunk;
+          copyHeads(rt.u8, H, from.ptr + block * headUnitBytes, from.capacity, plan.chunk.ptr, plan.chunk.capacity, headUnitBytes, 1);
+        }
+        records.push(record(plan.chunk, plan.carried, plan.flush - plan.inTail, plan.inTail));
+      }
+    }
+    if (records.length === 0) return;
+    const recordsAt = job + FLUSH_JOB_BYTES;
+    const tasks = writeFlush(rt.i32, job, recordsAt, records);
+    writeHeader(rt.i32, job, JobKind.FLUSH, tasks, scratch, this.quantizeScratchBytes());
+    const work = plans.reduce((sum, p) => sum + p.flush, 0) * H * o.headDim;
+    rt.run(job, work);
+  }
+
+  /** Into fresh regions: the residual's history and live rows, and the sinks held so far. */
+  private moveRows(state: Layer, plans: StreamPlan[]): void {
+    const u8 = this.runtime.u8;
+    const H = this.options.kvHeads;
+    for (const plan of plans) {
+      const s = plan.stream;
+      if (plan.residualPtr !== 0) {
+        const first = s.residualStart + plan.flush - plan.keep;
+        const rows = plan.keep + s.residualCount - plan.flush;
+        copyHeads(u8, H, s.residual.ptr + first * this.rowBytes, s.residual.capacity, plan.residualPtr, plan.residualCapacity, this.rowBytes, rows);
+      }
+      if (plan.sinkPtr !== 0) copyHeads(u8, H, s.sinks.ptr, s.sinks.capacity, plan.sinkPtr, plan.sinkCapacity, this.rowBytes, state.sinkCount);
+    }
+  }
+
+  /** The new tokens into their rows: the first ones to the sinks, the rest after the live residual rows. */
+  private runCopy(state: Layer, plans: StreamPlan[], sinkTake: number, added: number, type: ElementType, staged: number[], job: number): void {
+    const rt = this.runtime;
+    const o = this.options;
+    const records: CopyRecord[] = [];
+    plans.forEach((plan, i) => {
+      const s = plan.stream;
+      if (sinkTake > 0) {
+        const sinks = plan.sinkPtr !== 0 ? { ptr: plan.sinkPtr, capacity: plan.sinkCapacity } : s.sinks;
+        records.push({ firstToken: 0, tokens: sinkTake, src: staged[i]!, dst: sinks.ptr + state.sinkCount * this.rowBytes, dstHeadStride: sinks.capacity * this.rowBytes });
+      }
+      if (added > 0) {
+        const fresh = plan.residualPtr !== 0;
+        const region = fresh ? { ptr: plan.residualPtr, capacity: plan.residualCapacity } : s.residual;
+        const row = (fresh ? plan.keep : s.residualStart + plan.flush) + s.residualCount - plan.flush;
+        records.push({ firstToken: sinkTake, tokens: added, src: staged[i]!, dst: region.ptr + row * this.rowBytes, dstHeadStride: region.capacity * this.rowBytes });
+      }
+    });
+    const recordsAt = job + COPY_JOB_BYTES;
+    const tasks = writeCopy(rt.i32, job, o.kvHeads, o.headDim, type, recordsAt, records);
+    writeHeader(rt.i32, job, JobKind.COPY_ROWS, tasks, 0, 0);
+    rt.run(job, (sinkTake + added) * o.kvHeads * o.headDim);
+  }
+
+  private commit(state: Layer, plan: StreamPlan, position: number, added: number): void {
+    const rt = this.runtime;
     const s = plan.stream;
-    const layout = s.layout;
-    if (plan.freshQuantized !== 0) {
-      this.moveHeads(s.quantizedPtr, s.quantizedCapacity, plan.freshQuantized, plan.quantizedCapacity, layout.headUnitBytes, s.quantizedUnits);
-      rt.free(s.quantizedPtr);
-      s.quantizedPtr = plan.freshQuantized;
-      s.quantizedCapacity = plan.quantizedCapacity;
+    const before = s.views.map((view) => ({ ...view }));
+    const tail = s.views[s.views.length - 1];
+    if (plan.inTail > 0) tail!.tokens += plan.inTail;
+    if (plan.chunk) {
+      if (plan.carried > 0) tail!.tokens -= plan.carried;
+      s.views.push({ chunk: plan.chunk, tokens: plan.carried + plan.flush - plan.inTail });
     }
-    if (plan.flushTokens > 0) {
-      const src = s.residualPtr + s.residualStart * this.rowBytes;
-      const srcHeadStride = s.residualCapacity * this.rowBytes;
-      const dstHeadStride = s.quantizedCapacity * layout.headUnitBytes;
-      if (layout.kind === 'channel') {
-        const dst = s.quantizedPtr + (s.quantizedTokens / layout.unitTokens) * layout.headUnitBytes;
-        k.f32_qchannel_quantize(o.kvHeads, plan.flushTokens / layout.unitTokens, o.headDim, o.groupSize, o.bits, src, srcHeadStride, dst, dstHeadStride, scratch);
-      } else {
-        k.f32_qtoken_quantize(o.kvHeads, plan.flushTokens, s.quantizedTokens, o.headDim, layout.groupLength, o.bits, src, srcHeadStride, s.quantizedPtr, dstHeadStride, scratch);
+    s.quantizedTokens += plan.flush;
+    s.residualStart += plan.flush;
+    s.residualCount -= plan.flush;
+    if (plan.residualPtr !== 0) {
+      rt.free(s.residual.ptr);
+      s.residual = { ptr: plan.residualPtr, capacity: plan.residualCapacity };
+      s.residualStart = plan.keep;
+    }
+    s.residualCount += added;
+    if (plan.sinkPtr !== 0) {
+      rt.free(s.sinks.ptr);
+      s.sinks = { ptr: plan.sinkPtr, capacity: plan.sinkCapacity };
+    }
+    if (plan.flush > 0) {
+      s.undo.push({ position, tokens: plan.flush, views: before });
+      // An entry can be undone while the rows it flushed are still before the live ones.
+      let history = 0;
+      for (let i = s.undo.length - 1; i >= 0; i--) {
+        history += s.undo[i]!.tokens;
+        if (history > s.residualStart) {
+          s.undo.splice(0, i + 1);
+          break;
+        }
       }
-      s.quantizedTokens += plan.flushTokens;
-      s.residualStart += plan.flushTokens;
-      s.residualCount -= plan.flushTokens;
-    }
-    if (plan.compact) {
-      const target = plan.freshResidual || s.residualPtr;
-      const capacity = plan.freshResidual ? plan.residualCapacity : s.residualCapacity;
-      this.moveHeads(s.residualPtr, s.residualCapacity, target, capacity, this.rowBytes, s.residualCount, s.residualStart);
-      if (plan.freshResidual !== 0) {
-        rt.free(s.residualPtr);
-        s.residualPtr = plan.freshResidual;
-        s.residualCapacity = plan.residualCapacity;
-      }
-      s.residualStart = 0;
-    }
-    if (added > 0) {
-      const dst = s.residualPtr + (s.residualStart + s.residualCount) * this.rowBytes;
-      k.f32_scatter_heads(added, o.kvHeads, o.headDim, staged, dst, s.residualCapacity * this.rowBytes);
-      s.residualCount += added;
     }
   }
 
   /**
    * Attention of the newest `qTokens` tokens over the cache of one layer (causal: query i sees
-   * tokens 0 .. tokens - qTokens + i). queries: Float32Array [qTokens][queryHeads][headDim].
-   * Returns (or fills `out`) Float32Array [qTokens][queryHeads][headDim].
+   * tokens 0 .. tokens - qTokens + i). queries: [qTokens][queryHeads][headDim], f32 or f16.
+   * Returns (or fills `out`) [qTokens][queryHeads][headDim]: a new Float32Array, or `out` as given
+   * (f32, or f16 for a Float16Array or Uint16Array).
    */
-  attend(layer: number, queries: Float32Array, out?: Float32Array, options?: AttendOptions): Float32Array {
+  attend(layer: number, queries: Tensor, out?: Tensor, options?: AttendOptions): Float32Array;
+  attend<T extends Tensor>(layer: number, queries: Tensor, out: T, options?: AttendOptions): T;
+  attend(layer: number, queries: Tensor, out?: Tensor, options?: AttendOptions): Tensor {
     const where = 'KiviCache.attend';
     this.checkUsable(where);
     const state = this.checkLayer(where, layer);
     const o = this.options;
     const D = o.headDim;
-    const qTokens = this.checkShape(where, 'queries', queries, o.queryHeads);
-    checkFinite(where, 'queries', queries);
+    const { tokens: qTokens, type: queryType } = this.checkShape(where, 'queries', queries, o.queryHeads);
     if (qTokens > state.tokens) {
       throw new RangeError(`${where}: queries must be at most the ${state.tokens} tokens cached in layer ${layer}, got ${qTokens}`);
     }
     const outLength = qTokens * o.queryHeads * D;
+    let outType = ElementType.F32;
     if (out !== undefined) {
-      if (!(out instanceof Float32Array)) throw new TypeError(`${where}: out must be a Float32Array, got ${describe(out)}`);
+      const type = elementType(out);
+      if (type === null) throw new TypeError(`${where}: out must be ${TENSOR_TYPES}, got ${describe(out)}`);
       if (out.length !== outLength) throw new RangeError(`${where}: out must have length ${outLength} (${qTokens} × ${o.queryHeads} × ${D}), got ${out.length}`);
+      outType = type;
     }
     if (options !== undefined && (typeof options !== 'object' || options === null)) {
       throw new TypeError(`${where}: options must be an object, got ${describe(options)}`);
     }
     const scale = options?.scale ?? 1 / Math.sqrt(D);
     if (typeof scale !== 'number') throw new TypeError(`${where}: scale must be a number, got ${describe(scale)}`);
-    if (!Number.isFinite(scale) || scale <= 0) {
-      throw new RangeError(`${where}: scale must be a finite number > 0, got ${describe(scale)}`);
+    if (!Number.isFinite(scale) || scale <= 0 || !Number.isFinite(Math.fround(scale)) || Math.fround(scale) === 0) {
+      throw new RangeError(`${where}: scale must be a finite number > 0 (as an f32), got ${describe(scale)}`);
     }
-    const result = out ?? new Float32Array(outLength);
 
-    const N = state.tokens;
-    const headsPerKv = o.queryHeads / o.kvHeads;
-    const tileTokens = Math.max(1, Math.min(qTokens, Math.floor(SCORE_BUDGET_FLOATS / (headsPerKv * N))));
-    const maxRows = tileTokens * headsPerKv;
-    const G = o.groupSize;
-    const groups = D / Math.min(G, D);
-    // The largest scratch any kernel of this layer may use (assembly/attention.ts, per kernel).
-    const scratchFloats = Math.max(
-      G * D + 3 * D + maxRows * D, // qchannel_f32_scores, qchannel_f32_accumulate
-      VALUE_BLOCK * D + maxRows * groups + 2 * VALUE_BLOCK * groups, // qtoken_f32_scores
-      2 * VALUE_BLOCK * groups + 2 * maxRows * groups + VALUE_BLOCK + maxRows * groups * (VALUE_BLOCK / 4) * 8, // qtoken_f32_accumulate
-    );
-    const queryFloats = maxRows * D;
     const rt = this.runtime;
-    const base = rt.workspace((2 * queryFloats + maxRows * N + scratchFloats) * 4 + 64);
-    const queryPtr = base;
-    const outPtr = queryPtr + queryFloats * 4;
-    const scorePtr = outPtr + queryFloats * 4;
-    const scratchPtr = scorePtr + maxRows * N * 4;
-    const f32 = rt.f32;
+    const headsPerKv = o.queryHeads / o.kvHeads;
+    const shape: AttendShape = {
+      D, headsPerKv, kvHeads: o.kvHeads, queryHeads: o.queryHeads, qTokens, tokens: state.tokens, sinks: state.sinkCount,
+      tileTokens: qTokens === 1 ? 1 : Math.max(1, Math.min(qTokens, Math.floor(TILE_ROWS / headsPerKv))),
+      rangeTokens: this.rangeTokens, groupSize: o.groupSize, bits: o.bits,
+      keyGroup: state.keys.layout.groupLength, valueGroup: state.values.layout.groupLength,
+    };
+    const tiles = attendTiles(shape);
+    const ranges = attendRanges(shape);
+    const rows = shape.tileTokens * headsPerKv;
+    // SPLIT spreads the ranges of a head over the threads when heads and tiles alone are too few;
+    // either mode gives the same bits (assembly/attend.ts).
+    const partialsBytes = tiles * o.kvHeads * ranges * partialBytes(rows, D);
+    const mode = rt.threads > 1 && ranges > 1 && tiles * o.kvHeads < 4 * rt.threads && partialsBytes <= PARTIALS_BUDGET ? AttendMode.SPLIT : AttendMode.WHOLE;
+    const keySegments = this.segments(state, state.keys);
+    const valueSegments = this.segments(state, state.values);
+    const elementBytes = (type: ElementType) => (type === ElementType.F32 ? 4 : 2);
 
-    for (let first = 0; first < qTokens; first += tileTokens) {
-      const tile = Math.min(tileTokens, qTokens - first);
-      const rows = tile * headsPerKv;
-      for (let h = 0; h < o.kvHeads; h++) {
-        // Query rows of this kv head: [tile token][head in group][D], scaled.
-        for (let i = 0; i < tile; i++) {
-          for (let j = 0; j < headsPerKv; j++) {
-            const src = ((first + i) * o.queryHeads + h * headsPerKv + j) * D;
-            const dst = queryPtr / 4 + (i * headsPerKv + j) * D;
-            for (let c = 0; c < D; c++) f32[dst + c] = queries[src + c]! * scale;
-          }
-        }
-        f32.fill(0, outPtr / 4, outPtr / 4 + rows * D);
-        this.scores(state, h, rows, queryPtr, scorePtr, N, scratchPtr);
-        rt.kernels.f32_softmax(rows, N, N - qTokens + first + 1, headsPerKv, scorePtr, N);
-        this.accumulate(state, h, rows, scorePtr, N, outPtr, scratchPtr);
-        for (let i = 0; i < tile; i++) {
-          for (let j = 0; j < headsPerKv; j++) {
-            const dst = ((first + i) * o.queryHeads + h * headsPerKv + j) * D;
-            const src = outPtr / 4 + (i * headsPerKv + j) * D;
-            result.set(f32.subarray(src, src + D), dst);
-          }
-        }
+    const areas = new Areas();
+    const job = areas.add(Math.max(ATTEND_JOB_BYTES, VALIDATE_JOB_BYTES + validateTasks(queries.length) * 4) + 64);
+    const keyAt = areas.add(keySegments.length * SEGMENT_BYTES);
+    const valueAt = areas.add(valueSegments.length * SEGMENT_BYTES);
+    const stagedQueries = areas.add(queries.length * elementBytes(queryType));
+    const stagedOut = areas.add(outLength * elementBytes(outType));
+    const partials = areas.add(mode === AttendMode.SPLIT ? partialsBytes : 0);
+    const counters = areas.add(mode === AttendMode.SPLIT ? tiles * o.kvHeads * 4 : 0);
+    const scratchBytes = attendScratchBytes(shape, VALUE_BLOCK);
+    const scratch = areas.add(rt.threads * scratchBytes);
+    const base = rt.workspace(areas.size);
+    try {
+      this.stage(queries, queryType, base + stagedQueries);
+      const bad = this.firstInvalid(new Areas(), base + job, queries.length, base + stagedQueries, queryType, 3.4028234663852886e38);
+      if (bad >= 0) {
+        const x = queries[bad]!;
+        throw new RangeError(`${where}: queries must hold finite numbers, got ${queryType === ElementType.F32 ? x : `half bits 0x${x.toString(16).padStart(4, '0')}`} at index ${bad}`);
       }
+      const i32 = rt.i32;
+      writeSegments(i32, base + keyAt, keySegments);
+      writeSegments(i32, base + valueAt, valueSegments);
+      if (mode === AttendMode.SPLIT) i32.fill(0, (base + counters) >>> 2, ((base + counters) >>> 2) + tiles * o.kvHeads);
+      const tasks = tiles * o.kvHeads * (mode === AttendMode.SPLIT ? ranges : 1);
+      writeHeader(i32, base + job, JobKind.ATTEND, tasks, base + scratch, scratchBytes);
+      writeAttend(i32, rt.f32, base + job, shape, mode, Math.fround(scale), {
+        queries: base + stagedQueries, queryType, out: base + stagedOut, outType, partials: base + partials, counters: base + counters,
+        keySegments: base + keyAt, keySegmentCount: keySegments.length, valueSegments: base + valueAt, valueSegmentCount: valueSegments.length,
+      });
+      rt.run(base + job, qTokens * o.queryHeads * state.tokens * D);
+      if (outType === ElementType.F32) {
+        const result = (out as Float32Array | undefined) ?? new Float32Array(outLength);
+        result.set(rt.f32.subarray((base + stagedOut) >>> 2, ((base + stagedOut) >>> 2) + outLength));
+        return result;
+      }
+      const halves = out!;
+      new Uint16Array(halves.buffer, halves.byteOffset, outLength).set(rt.u16.subarray((base + stagedOut) >>> 1, ((base + stagedOut) >>> 1) + outLength));
+      return halves;
+    } finally {
+      rt.trimWorkspace(WORKSPACE_KEEP_BYTES);
     }
-    return result;
   }
 
-  /** The stored runs of one stream for kv head h, oldest first: sinks | quantized | residual. */
-  private segments(state: Layer, s: Stream, h: number): Segment[] {
+  /** The stored runs of one stream, oldest first: sinks | views of quantized chunks | residual. */
+  private segments(state: Layer, s: Stream): Segment[] {
     const row = this.rowBytes;
     const list: Segment[] = [];
-    if (state.sinkCount > 0) list.push({ kind: 'f32', data: s.sinkPtr + h * s.sinkCapacity * row, count: state.sinkCount, stride: row });
-    if (s.quantizedTokens > 0) {
-      const { kind, unitTokens, headUnitBytes } = s.layout;
-      const data = s.quantizedPtr + h * s.quantizedCapacity * headUnitBytes;
-      // Key blocks are counted in blocks, value blocks in tokens (the last block may be partial).
-      list.push({ kind, data, count: kind === 'channel' ? s.quantizedTokens / unitTokens : s.quantizedTokens, stride: headUnitBytes });
+    const rows = segmentKind('f32');
+    if (state.sinkCount > 0) list.push({ kind: rows, first: 0, tokens: state.sinkCount, data: s.sinks.ptr, headStride: s.sinks.capacity * row, unitBytes: row });
+    let first = state.sinkCount;
+    const kind = segmentKind(s.layout.kind);
+    for (const view of s.views) {
+      if (view.tokens === 0) continue;
+      list.push({ kind, first, tokens: view.tokens, data: view.chunk.ptr, headStride: s.chunkHeadStride(view.chunk), unitBytes: s.layout.headUnitBytes });
+      first += view.tokens;
     }
     if (s.residualCount > 0) {
-      list.push({ kind: 'f32', data: s.residualPtr + (h * s.residualCapacity + s.residualStart) * row, count: s.residualCount, stride: row });
+      list.push({ kind: rows, first, tokens: s.residualCount, data: s.residual.ptr + s.residualStart * row, headStride: s.residual.capacity * row, unitBytes: row });
     }
     return list;
-  }
-
-  /** Scores of `rows` query rows of kv head h against every token, in token order. */
-  private scores(state: Layer, h: number, rows: number, queries: number, scores: number, N: number, scratch: number): void {
-    const k = this.runtime.kernels;
-    const { headDim: D, groupSize: G, bits } = this.options;
-    let column = 0;
-    for (const seg of this.segments(state, state.keys, h)) {
-      const at = scores + column * 4;
-      if (seg.kind === 'f32') k.f32_f32_scores(rows, seg.count, D, queries, seg.data, seg.stride, at, N);
-      else if (seg.kind === 'channel') k.qchannel_f32_scores(rows, seg.count, D, G, bits, queries, seg.data, seg.stride, at, N, scratch);
-      else k.qtoken_f32_scores(rows, seg.count, D, state.keys.layout.groupLength, bits, queries, seg.data, seg.stride, at, N, scratch);
-      column += seg.kind === 'channel' ? seg.count * G : seg.count;
-    }
-  }
-
-  /** out += weights · values of kv head h, in token order. */
-  private accumulate(state: Layer, h: number, rows: number, weights: number, N: number, out: number, scratch: number): void {
-    const k = this.runtime.kernels;
-    const { headDim: D, groupSize: G, bits } = this.options;
-    let column = 0;
-    for (const seg of this.segments(state, state.values, h)) {
-      const at = weights + column * 4;
-      if (seg.kind === 'f32') k.f32_f32_accumulate(rows, seg.count, D, at, N, seg.data, seg.stride, out);
-      else if (seg.kind === 'channel') k.qchannel_f32_accumulate(rows, seg.count, D, G, bits, at, N, seg.data, seg.stride, out, scratch);
-      else k.qtoken_f32_accumulate(rows, seg.count, D, state.values.layout.groupLength, bits, at, N, seg.data, seg.stride, out, scratch);
-      column += seg.kind === 'channel' ? seg.count * G : seg.count;
-    }
   }
 
   /** Tokens cached in `layer`. */
@@ -543,14 +613,25 @@ export class KiviCache {
     return this.checkLayer(where, layer).tokens;
   }
 
-  /** Bytes this cache holds in wasm memory (allocated capacity, including room not yet filled). */
+  /** Bytes this cache holds in wasm memory (allocated capacity, including room not yet filled, and
+   *  chunks it shares with forks). */
   get byteLength(): number {
     if (this.disposed) return 0;
+    return this.capacityBytes(() => true);
+  }
+
+  /** Of `byteLength`, the bytes of chunks this cache shares with other caches (forks). */
+  get sharedByteLength(): number {
+    if (this.disposed) return 0;
+    return this.capacityBytes((chunk) => chunk.refs > 1, false);
+  }
+
+  private capacityBytes(counts: (chunk: Chunk) => boolean, ownRegions = true): number {
     let bytes = 0;
     for (const layer of this.layerStates) {
       for (const s of [layer.keys, layer.values]) {
-        bytes += s.quantizedCapacity * s.layout.headUnitBytes + s.residualCapacity * this.rowBytes;
-        bytes += s.sinkCapacity * this.rowBytes;
+        for (const view of s.views) if (counts(view.chunk)) bytes += view.chunk.capacity * s.layout.headUnitBytes;
+        if (ownRegions) bytes += (s.residual.capacity + s.sinks.capacity) * this.rowBytes;
       }
     }
     return bytes * this.options.kvHeads;
@@ -561,7 +642,8 @@ export class KiviCache {
     const where = 'KiviCache.stats';
     this.checkUsable(where);
     const layers = layer === undefined ? this.layerStates : [this.checkLayer(where, layer)];
-    const total: CacheStats = { tokens: 0, sinkTokens: 0, quantizedKeys: 0, residualKeys: 0, quantizedValues: 0, residualValues: 0, bytes: 0, bitsPerElement: 0 };
+    const total: CacheStats = { tokens: 0, sinkTokens: 0, quantizedKeys: 0, residualKeys: 0, quantizedValues: 0, residualValues: 0, bytes: 0, sharedBytes: 0, bitsPerElement: 0 };
+    const H = this.options.kvHeads;
     for (const l of layers) {
       total.tokens += l.tokens;
       total.sinkTokens += l.sinkCount;
@@ -570,10 +652,12 @@ export class KiviCache {
       total.quantizedValues += l.values.quantizedTokens;
       total.residualValues += l.values.residualCount;
       for (const s of [l.keys, l.values]) {
-        total.bytes += this.options.kvHeads * (s.quantizedTokens * bytesPerToken(s.layout) + (s.residualCount + l.sinkCount) * this.rowBytes);
+        const perToken = bytesPerToken(s.layout);
+        total.bytes += H * (s.quantizedTokens * perToken + (s.residualCount + l.sinkCount) * this.rowBytes);
+        for (const view of s.views) if (view.chunk.refs > 1) total.sharedBytes += H * view.tokens * perToken;
       }
     }
-    const numbers = total.tokens * 2 * this.options.kvHeads * this.options.headDim;
+    const numbers = total.tokens * 2 * H * this.options.headDim;
     total.bitsPerElement = numbers === 0 ? 0 : (total.bytes * 8) / numbers;
     return total;
   }
@@ -584,8 +668,25 @@ export class KiviCache {
     this.checkUsable(where);
     const state = this.checkLayer(where, layer);
     const u8 = this.runtime.u8;
-    const listing = (s: Stream) => s.layout.kind === 'f32' ? null
-      : decodeGroups(s.layout, this.options, u8, s.quantizedPtr, s.quantizedCapacity * s.layout.headUnitBytes, s.quantizedTokens);
+    const listing = (s: Stream): GroupListing | null => {
+      if (s.layout.kind === 'f32') return null;
+      const parts = s.views.map((view) => decodeGroups(s.layout, this.options, u8, view.chunk.ptr, s.chunkHeadStride(view.chunk), view.tokens));
+      const join = <T extends Uint8Array | Uint16Array>(arrays: T[], make: (n: number) => T): T => {
+        const all = make(arrays.reduce((n, a) => n + a.length, 0));
+        let at = 0;
+        for (const a of arrays) {
+          all.set(a, at);
+          at += a.length;
+        }
+        return all;
+      };
+      return {
+        grouping: s.layout.kind === 'channel' ? 'channel' : 'token', groupLength: s.layout.groupLength,
+        scales: join(parts.map((p) => p.scales), (n) => new Uint16Array(n)),
+        zeros: join(parts.map((p) => p.zeros), (n) => new Uint16Array(n)),
+        codes: join(parts.map((p) => p.codes), (n) => new Uint8Array(n)),
+      };
+    };
     return { keys: listing(state.keys), values: listing(state.values) };
   }
 
@@ -620,24 +721,16 @@ export class KiviCache {
     const { kvHeads: H } = this.options;
     const row = this.rowBytes;
     const unitBytes = s.layout.headUnitBytes;
-    if (sinkCount > 0) {
-      s.sinkPtr = rt.alloc(H * sinkCount * row, 'sink tokens');
-      s.sinkCapacity = sinkCount;
-    }
-    if (p.units > 0) {
-      s.quantizedPtr = rt.alloc(H * p.units * unitBytes, 'quantized tokens');
-      s.quantizedCapacity = p.units;
-    }
+    if (sinkCount > 0) s.sinks = { ptr: rt.alloc(H * sinkCount * row, 'sink tokens'), capacity: sinkCount };
+    if (p.units > 0) s.views.push({ chunk: new Chunk(rt.alloc(H * p.units * unitBytes, 'quantized tokens'), p.units), tokens: p.quantizedTokens });
     // A restored cache starts with nothing reserved (see the constructor's `reserve`).
-    if (p.residualCount > 0) {
-      s.residualPtr = rt.alloc(H * p.residualCount * row, 'residual tokens');
-      s.residualCapacity = p.residualCount;
-    }
+    if (p.residualCount > 0) s.residual = { ptr: rt.alloc(H * p.residualCount * row, 'residual tokens'), capacity: p.residualCount };
     const u8 = rt.u8;
+    const chunk = s.views[0]?.chunk;
     for (let h = 0; h < H; h++) {
-      u8.set(bytes.subarray(p.sinks + h * sinkCount * row, p.sinks + (h + 1) * sinkCount * row), s.sinkPtr + h * sinkCount * row);
-      u8.set(bytes.subarray(p.quantized + h * p.units * unitBytes, p.quantized + (h + 1) * p.units * unitBytes), s.quantizedPtr + h * p.units * unitBytes);
-      u8.set(bytes.subarray(p.residual + h * p.residualCount * row, p.residual + (h + 1) * p.residualCount * row), s.residualPtr + h * s.residualCapacity * row);
+      u8.set(bytes.subarray(p.sinks + h * sinkCount * row, p.sinks + (h + 1) * sinkCount * row), s.sinks.ptr + h * sinkCount * row);
+      if (chunk) u8.set(bytes.subarray(p.quantized + h * p.units * unitBytes, p.quantized + (h + 1) * p.units * unitBytes), chunk.ptr + h * p.units * unitBytes);
+      u8.set(bytes.subarray(p.residual + h * p.residualCount * row, p.residual + (h + 1) * p.residualCount * row), s.residual.ptr + h * s.residual.capacity * row);
     }
     s.quantizedTokens = p.quantizedTokens;
     s.residualStart = 0;
@@ -655,3 +748,4 @@ export class KiviCache {
     return this.disposed;
   }
 }
+

@@ -109,3 +109,26 @@ export function decodeGroups(layout: StreamLayout, o: ResolvedOptions, memory: U
   }
   return { grouping: 'token', groupLength: n, scales, zeros, codes };
 }
+
+/** Clears the slots `from` .. 31 of a value block of one head at `offset` (their halves and code
+ *  bits), so that a partly filled last block is stored the same whatever those slots held before
+ *  (the tokens of a truncated append, or of a fork that shared the block). */
+export function clearValueSlots(layout: StreamLayout, o: ResolvedOptions, bytes: Uint8Array, offset: number, from: number): void {
+  if (layout.kind !== 'token' || from >= VALUE_BLOCK) return;
+  const D = o.headDim;
+  const bits = o.bits;
+  const groups = D / layout.groupLength;
+  for (let g = 0; g < 2 * groups; g++) bytes.fill(0, offset + 2 * (g * VALUE_BLOCK + from), offset + 2 * (g + 1) * VALUE_BLOCK);
+  const codeArea = offset + 4 * VALUE_BLOCK * groups;
+  const planes = 8 / bits;
+  const mask = (1 << bits) - 1;
+  for (let t = from; t < VALUE_BLOCK; t++) {
+    const quad = t >> 2;
+    const keep = ~(mask << ((quad % planes) * bits)) & 0xff;
+    for (let c = 0; c < D; c++) {
+      // Chunk (c/4, quad/planes), byte 4·(c%4) + t%4, plane quad % planes (assembly/layout.ts).
+      const byte = ((c >> 2) * ((VALUE_BLOCK * bits) / 32) + Math.floor(quad / planes)) * 16 + (c & 3) * 4 + (t & 3);
+      bytes[codeArea + byte]! &= keep;
+    }
+  }
+}

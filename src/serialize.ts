@@ -3,7 +3,8 @@
 // the bytes that remain — before anything is allocated or wasm memory is touched.
 
 import { describe, KEY_GROUPINGS, KEY_WINDOWS, resolveOptions, VALUE_GROUPINGS, type ResolvedOptions } from './options';
-import { streamLayout, type StreamLayout } from './layout';
+import { clearValueSlots, streamLayout, type StreamLayout } from './layout';
+import type { Stream } from './storage';
 
 export const FORMAT_MAGIC = 'KIVI';
 export const FORMAT_VERSION = 1;
@@ -31,25 +32,12 @@ export function crc32(data: Uint8Array, start = 0, end = data.length): number {
   return (crc ^ 0xffffffff) >>> 0;
 }
 
-/** The state of one stream the writer reads (structurally the cache's own Stream). */
-export interface StoredStream {
-  readonly layout: StreamLayout;
-  readonly quantizedPtr: number;
-  readonly quantizedCapacity: number;
-  readonly quantizedTokens: number;
-  readonly residualPtr: number;
-  readonly residualCapacity: number;
-  readonly residualStart: number;
-  readonly residualCount: number;
-  readonly sinkPtr: number;
-  readonly sinkCapacity: number;
-}
-
+/** The state of one layer the writer reads (the cache's own). */
 export interface StoredLayer {
   readonly tokens: number;
   readonly sinkCount: number;
-  readonly keys: StoredStream;
-  readonly values: StoredStream;
+  readonly keys: Stream;
+  readonly values: Stream;
 }
 
 /** A checked stream of the input: counts and the byte offsets of its three parts in `bytes`. */
@@ -79,14 +67,16 @@ function units(layout: StreamLayout, tokens: number): number {
   return layout.kind === 'f32' ? 0 : Math.ceil(tokens / layout.unitTokens);
 }
 
-/** Writes the format: header, per-layer counts and used bytes (residual rows moved to start 0), CRC-32. */
+/** Writes the format: header, per-layer counts and used bytes (residual rows moved to start 0), CRC-32.
+ *  The quantized units of a stream are written head by head, each head's views one after another; the
+ *  slots after the last token of a partly filled value block are written cleared. */
 export function serializeCache(o: ResolvedOptions, layers: readonly StoredLayer[], memory: () => Uint8Array): Uint8Array {
   const H = o.kvHeads;
   const row = o.headDim * 4;
   let total = HEADER_BYTES + CHECKSUM_BYTES;
   for (const l of layers) {
     total += LAYER_HEADER_BYTES;
-    for (const s of [l.keys, l.values]) total += H * (l.sinkCount * row + units(s.layout, s.quantizedTokens) * s.layout.headUnitBytes + s.residualCount * row);
+    for (const s of [l.keys, l.values]) total += H * (l.sinkCount * row + s.quantizedUnits * s.layout.headUnitBytes + s.residualCount * row);
   }
   const out = new Uint8Array(total);
   const view = new DataView(out.buffer);
@@ -110,10 +100,14 @@ export function serializeCache(o: ResolvedOptions, layers: readonly StoredLayer[
       .forEach((v, i) => view.setUint32(at + 4 * i, v, true));
     at += LAYER_HEADER_BYTES;
     for (const s of [l.keys, l.values]) {
-      const n = units(s.layout, s.quantizedTokens);
-      for (let h = 0; h < H; h++) copy(s.sinkPtr + h * s.sinkCapacity * row, l.sinkCount * row);
-      for (let h = 0; h < H; h++) copy(s.quantizedPtr + h * s.quantizedCapacity * s.layout.headUnitBytes, n * s.layout.headUnitBytes);
-      for (let h = 0; h < H; h++) copy(s.residualPtr + (h * s.residualCapacity + s.residualStart) * row, s.residualCount * row);
+      const unitBytes = s.layout.headUnitBytes;
+      for (let h = 0; h < H; h++) copy(s.sinks.ptr + h * s.sinks.capacity * row, l.sinkCount * row);
+      for (let h = 0; h < H; h++) {
+        for (const v of s.views) copy(v.chunk.ptr + h * v.chunk.capacity * unitBytes, s.viewUnits(v) * unitBytes);
+        const partial = s.quantizedTokens % s.layout.unitTokens;
+        if (s.layout.kind === 'token' && partial > 0) clearValueSlots(s.layout, o, out, at - unitBytes, partial);
+      }
+      for (let h = 0; h < H; h++) copy(s.residual.ptr + (h * s.residual.capacity + s.residualStart) * row, s.residualCount * row);
     }
   }
   view.setUint32(at, crc32(out, 0, at), true);
@@ -129,22 +123,6 @@ function enumCode<T extends string>(name: string, code: number, names: readonly 
     throw new RangeError(`${WHERE}: ${name} code must be ${names.map((n, i) => `${i} (${n})`).join(' or ')}, got ${code}`);
   }
   return value;
-}
-
-/** Smallest residual count the schedule of SPEC.md leaves once `quantized` tokens are quantized. */
-function minResidual(o: ResolvedOptions, layout: StreamLayout, isKeys: boolean, quantized: number, stored: number): number {
-  if (stored === 0) return 0;
-  if (quantized === 0) return 1;
-  if (layout.kind === 'token') return o.residual + 1;
-  if (isKeys && o.keyWindow === 'sliding') return o.residual - o.groupSize + 1;
-  return 1;
-}
-
-/** Tokens a stream's quantized count must be a multiple of under the schedule. */
-function quantizedStep(o: ResolvedOptions, layout: StreamLayout, isKeys: boolean): number {
-  if (layout.kind !== 'channel') return 1;
-  if (o.residual === 0 || (isKeys && o.keyWindow === 'sliding')) return o.groupSize;
-  return o.residual;
 }
 
 function parseStructure(bytes: Uint8Array): ParsedCache {
@@ -190,17 +168,16 @@ function parseStructure(bytes: Uint8Array): ParsedCache {
     const stored = tokens - sinkCount;
     const streams: ParsedStream[] = [];
     for (const [i, [quantized, residualCount]] of ([[kq, kr], [vq, vr]] as const).entries()) {
-      const isKeys = i === 0;
-      const name = isKeys ? 'keys' : 'values';
+      const name = i === 0 ? 'keys' : 'values';
       const layout = layouts[i]!;
       if (quantized + residualCount !== stored) {
         throw bad(`${name}: quantized ${quantized} + residual ${residualCount} tokens must add up to the ${stored} tokens after the sinks`);
       }
       if (layout.kind === 'f32' && quantized !== 0) throw bad(`${name}: a bits-32 cache quantizes nothing, got ${quantized} quantized tokens`);
-      const step = quantizedStep(o, layout, isKeys);
-      if (quantized % step !== 0) throw bad(`${name}: quantized tokens must be a multiple of ${step} under the flush schedule, got ${quantized}`);
-      const least = minResidual(o, layout, isKeys, quantized, stored);
-      if (residualCount < least) throw bad(`${name}: the flush schedule leaves at least ${least} residual tokens here, got ${residualCount}`);
+      // Any count the layout can hold is a reachable state (truncate can leave a stream anywhere).
+      if (layout.kind === 'channel' && quantized % layout.unitTokens !== 0) {
+        throw bad(`${name}: quantized tokens must be a multiple of the group size ${layout.unitTokens} (whole per-channel groups), got ${quantized}`);
+      }
       const n = units(layout, quantized);
       const sinkBytes = H * sinkCount * row;
       const quantizedBytes = H * n * layout.headUnitBytes;

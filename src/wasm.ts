@@ -1,7 +1,10 @@
 // The wasm side of the facade: the kernels' signatures, instantiation, views on linear memory that
-// are re-derived after it grows, allocation with clear out-of-memory errors, and a shared workspace.
+// are re-derived after it grows, allocation with clear out-of-memory errors, a shared workspace, and
+// where jobs run: on the calling thread, or on the worker pool (src/pool/) for a threaded build.
 
-import { variantByFeatures, type Variant } from './variants';
+import { buildByFeatures, type Build, type Variant } from './variants';
+import { DEFAULT_POOL_SETTINGS, PoolFailure, WorkerPool, CONTROL_BYTES, type PoolSettings } from './pool/pool';
+import { JobWord } from '../assembly/job-layout';
 
 /** The exports of every build (assembly/index.ts). Pointers are byte offsets into `memory`. */
 export interface KernelExports {
@@ -18,19 +21,26 @@ export interface KernelExports {
   f32_f32_scores(rows: number, tokens: number, D: number, queries: number, keys: number, keyStride: number, scores: number, scoreStride: number): void;
   qchannel_f32_scores(rows: number, blocks: number, D: number, G: number, bits: number, queries: number, keys: number, blockStride: number, scores: number, scoreStride: number, scratch: number): void;
   qtoken_f32_scores(rows: number, tokens: number, D: number, gv: number, bits: number, queries: number, keys: number, blockStride: number, scores: number, scoreStride: number, scratch: number): void;
-  f32_softmax(rows: number, length: number, firstVisible: number, rowsPerToken: number, scores: number, scoreStride: number): void;
+  f32_softmax_partial(rows: number, length: number, firstVisible: number, rowsPerToken: number, scores: number, scoreStride: number, rowMax: number, rowSum: number): void;
   f32_f32_accumulate(rows: number, tokens: number, D: number, weights: number, weightStride: number, values: number, valueStride: number, out: number): void;
   qtoken_f32_accumulate(rows: number, tokens: number, D: number, gv: number, bits: number, weights: number, weightStride: number, values: number, blockStride: number, out: number, scratch: number): void;
   qchannel_f32_accumulate(rows: number, blocks: number, D: number, G: number, bits: number, weights: number, weightStride: number, values: number, blockStride: number, out: number, scratch: number): void;
+  /** Runs the tasks of the job at `job` as thread `thread` (assembly/jobs.ts). */
+  run_job(job: number, thread: number): void;
+  /** Threaded builds: copies the data segments in and runs the start function (main instance, once). */
+  init_memory?(): void;
 }
 
 
 /** Every function a build must export. */
 export const KERNEL_EXPORT_NAMES = [
   'alloc', 'realloc', 'free', 'features', 'selfTest', 'f32_first_invalid', 'f32_scatter_heads', 'f32_qchannel_quantize', 'f32_qtoken_quantize',
-  'f32_f32_scores', 'qchannel_f32_scores', 'qtoken_f32_scores', 'f32_softmax', 'f32_f32_accumulate',
-  'qtoken_f32_accumulate', 'qchannel_f32_accumulate',
+  'f32_f32_scores', 'qchannel_f32_scores', 'qtoken_f32_scores', 'f32_softmax_partial', 'f32_f32_accumulate',
+  'qtoken_f32_accumulate', 'qchannel_f32_accumulate', 'run_job',
 ] as const;
+
+/** Work (multiply-adds) below which a job runs on the calling thread: waking the pool costs more. */
+export const DISPATCH_WORK = 1 << 19;
 
 /** The largest block the allocator (AssemblyScript's TLSF) hands out: 1 GiB minus its header. */
 export const MAX_BLOCK_BYTES = 2 ** 30 - 16;
@@ -40,26 +50,60 @@ export const WASM32_MAX_BYTES = 2 ** 32;
 
 /** One instance of one build, with its memory. Every cache created by a `Kivi` lives in it. */
 export class WasmRuntime {
-  readonly variant: Variant;
+  readonly build: Build;
   readonly kernels: KernelExports;
+  readonly module: WebAssembly.Module;
   /** No allocation may end beyond this byte offset (Kivi.load's maxMemoryBytes; else 4 GiB). */
   readonly maxMemoryBytes: number;
-  private buffer: ArrayBuffer | null = null;
+  private buffer: ArrayBufferLike | null = null;
   private f32View = new Float32Array(0);
+  private i32View = new Int32Array(0);
+  private u16View = new Uint16Array(0);
   private u8View = new Uint8Array(0);
   private workspacePtr = 0;
   private workspaceBytes = 0;
+  private pool: WorkerPool | null = null;
+  /** A pool being started (after a failure); it takes over at the next call. */
+  private nextPool: Promise<WorkerPool | null> | null = null;
+  private startedPool: WorkerPool | null = null;
+  /** Threads asked for, and the settings pools are started with. */
+  private wantedThreads = 1;
+  private poolSettings: PoolSettings = DEFAULT_POOL_SETTINGS;
+  /** Frees held back while workers that stopped responding are being terminated (they might still write). */
+  private heldFrees: number[] | null = null;
+  private closed = false;
+  /** Why the pool does not run now although threads were asked for, or null. */
+  poolTrouble: string | null = null;
+  /** @internal Work below which jobs run on the calling thread (tests set 0 to use the pool always). */
+  dispatchWork = DISPATCH_WORK;
+  /** @internal Tests: the thread that traps instead of running its first task of each job, or -1. */
+  faultThread = -1;
 
-  constructor(variant: Variant, kernels: KernelExports, maxMemoryBytes: number = WASM32_MAX_BYTES) {
-    this.variant = variant;
+  constructor(build: Build, kernels: KernelExports, module: WebAssembly.Module, maxMemoryBytes: number = WASM32_MAX_BYTES) {
+    this.build = build;
     this.kernels = kernels;
+    this.module = module;
     this.maxMemoryBytes = maxMemoryBytes;
+  }
+
+  get variant(): Variant {
+    return this.build.variant;
   }
 
   /** Float32 view on the whole memory, valid until the next allocation. */
   get f32(): Float32Array {
     this.refreshViews();
     return this.f32View;
+  }
+
+  get i32(): Int32Array {
+    this.refreshViews();
+    return this.i32View;
+  }
+
+  get u16(): Uint16Array {
+    this.refreshViews();
+    return this.u16View;
   }
 
   get u8(): Uint8Array {
@@ -74,10 +118,114 @@ export class WasmRuntime {
   private refreshViews(): void {
     const buffer = this.kernels.memory.buffer;
     if (buffer !== this.buffer) {
-      this.buffer = buffer as ArrayBuffer;
+      this.buffer = buffer;
       this.f32View = new Float32Array(buffer);
+      this.i32View = new Int32Array(buffer);
+      this.u16View = new Uint16Array(buffer);
       this.u8View = new Uint8Array(buffer);
     }
+  }
+
+  // ── threads ────────────────────────────────────────────────────────────────────────────────────
+
+  /** Starts the worker pool: `threads` threads in all (the caller and threads − 1 workers). */
+  async startThreads(threads: number, settings: PoolSettings): Promise<void> {
+    this.wantedThreads = threads;
+    this.poolSettings = settings;
+    this.pool = await this.launchPool();
+  }
+
+  private async launchPool(): Promise<WorkerPool> {
+    const control = this.alloc(CONTROL_BYTES, 'the worker pool\'s control block');
+    try {
+      return await WorkerPool.start(this.module, this.kernels.memory, control, this.wantedThreads - 1, (job, thread) => this.kernels.run_job(job, thread), this.poolSettings);
+    } catch (error) {
+      this.free(control);
+      throw error;
+    }
+  }
+
+  /** Threads a job may run on now (scratch is laid out for this many). Read once per call. */
+  get threads(): number {
+    if (this.startedPool !== null) {
+      this.pool = this.startedPool;
+      this.startedPool = null;
+      this.poolTrouble = null;
+    }
+    return this.pool?.threads ?? 1;
+  }
+
+  /** Tests: the pool, while one runs. */
+  get workerPool(): WorkerPool | null {
+    return this.pool;
+  }
+
+  /** Runs the job at `job`: on the calling thread alone when the pool would cost more than it gives
+   *  (`work`: about how many multiply-adds it holds), else on every thread of the pool. */
+  run(job: number, work: number): void {
+    if (this.closed) throw new TypeError('kivi-wasm: the Kivi instance was closed');
+    if (this.faultThread >= 0) this.i32[(job >>> 2) + JobWord.FAULT] = this.faultThread;
+    const pool = this.pool;
+    if (pool === null || work < this.dispatchWork) {
+      this.kernels.run_job(job, 0);
+      return;
+    }
+    try {
+      pool.run(job);
+    } catch (error) {
+      if (!(error instanceof PoolFailure)) throw error;
+      this.pool = null;
+      this.poolTrouble = `the worker pool failed and is being restarted (${error.message})`;
+      if (error.stalled) this.holdFreesUntilTerminated();
+      this.restartPool();
+      throw new Error(`${error.message}. The caches are unchanged; this instance runs on one thread until its workers are restarted.`, { cause: error });
+    }
+  }
+
+  private holdFreesUntilTerminated(): void {
+    if (this.heldFrees !== null) return;
+    this.heldFrees = [];
+    // The pool terminated its workers; a worker that still ran gets a moment to be stopped.
+    setTimeout(() => {
+      const held = this.heldFrees ?? [];
+      this.heldFrees = null;
+      for (const ptr of held) this.free(ptr);
+    }, 1000);
+  }
+
+  private restartPool(): void {
+    if (this.nextPool !== null || this.wantedThreads <= 1) return;
+    this.nextPool = this.launchPool().then(
+      (pool) => {
+        this.nextPool = null;
+        if (this.closed) pool.close();
+        else this.startedPool = pool;
+        return pool;
+      },
+      (failure: unknown) => {
+        this.nextPool = null; // workers cannot be started again: one thread from now on
+        this.poolTrouble = `the worker pool failed and could not be restarted: ${failure instanceof Error ? failure.message : String(failure)}`;
+        return null;
+      },
+    );
+  }
+
+  /** Resolves once a pool restarted after a failure runs (or could not be started). */
+  async whenRestarted(): Promise<void> {
+    await this.nextPool;
+  }
+
+  /** Terminates the workers; later calls throw. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.pool?.close();
+    this.startedPool?.close();
+    this.pool = this.startedPool = null;
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
   }
 
   /**
@@ -119,7 +267,9 @@ export class WasmRuntime {
   }
 
   free(ptr: number): void {
-    if (ptr !== 0) this.kernels.free(ptr);
+    if (ptr === 0) return;
+    if (this.heldFrees !== null) this.heldFrees.push(ptr);
+    else this.kernels.free(ptr);
   }
 
   /** A scratch area of at least `bytes`, shared by every cache of this instance (calls are
@@ -182,15 +332,22 @@ const WASM_PAGE_BYTES = 65536;
 /** Pages the builds ask for at start (asconfig.json "initialMemory"). */
 const INITIAL_PAGES = 2;
 
-/** Instantiates a compiled build and runs its known-answer check; says why when it cannot be used. */
+/** Instantiates a compiled build and runs its known-answer check; says why when it cannot be used.
+ *  A threaded build gets a shared memory (its maximum must be declared) and its data copied in once. */
 export async function instantiateChecked(module: WebAssembly.Module, maxMemoryBytes?: number): Promise<WasmRuntime | { failed: string }> {
+  const exported = new Set(WebAssembly.Module.exports(module).map((e) => e.name));
+  const missing = ['memory', ...KERNEL_EXPORT_NAMES].filter((name) => !exported.has(name));
+  if (missing.length > 0) return { failed: `not a kivi-wasm build: missing exports ${missing.join(', ')}` };
+  const shared = exported.has('init_memory');
   // The module imports its memory (asconfig.json "importMemory"), so the limit is the memory's own
   // maximum: the allocator's doubling grow then fails at the limit and falls back to exactly what it
   // needs, and the memory never grows past maxMemoryBytes.
-  let memory: WebAssembly.Memory | undefined = new WebAssembly.Memory({
-    initial: INITIAL_PAGES,
-    maximum: Math.floor((maxMemoryBytes ?? WASM32_MAX_BYTES) / WASM_PAGE_BYTES),
-  });
+  let memory: WebAssembly.Memory | undefined;
+  try {
+    memory = new WebAssembly.Memory({ initial: INITIAL_PAGES, maximum: Math.floor((maxMemoryBytes ?? WASM32_MAX_BYTES) / WASM_PAGE_BYTES), shared });
+  } catch (error) {
+    return { failed: `cannot create a${shared ? ' shared' : ''} WebAssembly.Memory: ${String(error)}` };
+  }
   const imports = {
     env: {
       memory,
@@ -205,14 +362,17 @@ export async function instantiateChecked(module: WebAssembly.Module, maxMemoryBy
       },
     },
   };
-  const exported = new Set(WebAssembly.Module.exports(module).map((e) => e.name));
-  const missing = ['memory', ...KERNEL_EXPORT_NAMES].filter((name) => !exported.has(name));
-  if (missing.length > 0) return { failed: `not a kivi-wasm build: missing exports ${missing.join(', ')}` };
-  const instance = await WebAssembly.instantiate(module, imports);
+  let instance: WebAssembly.Instance;
+  try {
+    instance = await WebAssembly.instantiate(module, imports);
+  } catch (error) {
+    return { failed: `cannot instantiate: ${String(error)}` };
+  }
   const kernels = instance.exports as unknown as KernelExports;
   memory = kernels.memory;
-  const variant = variantByFeatures(kernels.features());
-  if (!variant) return { failed: `unknown feature bits ${kernels.features()} (not a kivi-wasm module?)` };
+  kernels.init_memory?.();
+  const build = buildByFeatures(kernels.features());
+  if (!build || build.threaded !== shared) return { failed: `unknown feature bits ${kernels.features()} (not a kivi-wasm module?)` };
   const scratch = kernels.alloc(1024);
   let result: number;
   try {
@@ -223,7 +383,5 @@ export async function instantiateChecked(module: WebAssembly.Module, maxMemoryBy
     kernels.free(scratch);
   }
   if (result !== 0) return { failed: `known-answer check failed (code ${result})` };
-  return new WasmRuntime(variant, kernels, maxMemoryBytes);
+  return new WasmRuntime(build, kernels, module, maxMemoryBytes);
 }
-
-

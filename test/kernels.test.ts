@@ -113,7 +113,7 @@ describe.each(VARIANT_NAMES)('%s build against the reference', (variantName: Var
         scenario.edit?.(step, keys, values, o);
         cache.append(layer, keys, values);
         ref.append(layer, keys, values);
-        const { bytes: _b, bitsPerElement: _e, ...counts } = cache.stats(layer);
+        const { bytes: _b, sharedBytes: _s, bitsPerElement: _e, ...counts } = cache.stats(layer);
         expect(counts, `stats after step ${step} (append ${n}), layer ${layer}`).toEqual(ref.stats(layer));
         expect(cache.tokens(layer)).toBe(ref.stats(layer).tokens);
         // The newest min(n, 3) tokens query the cache (causal), and sometimes just the newest.

@@ -49,7 +49,7 @@ class Pair {
 const OPTIONS: CacheOptions = { layers: 2, kvHeads: 2, queryHeads: 4, headDim: 32, bits: 2, groupSize: 16, residual: 32 };
 
 function sumStats(list: CacheStats[]): Omit<CacheStats, 'bitsPerElement'> {
-  const total = { tokens: 0, sinkTokens: 0, quantizedKeys: 0, residualKeys: 0, quantizedValues: 0, residualValues: 0, bytes: 0 };
+  const total = { tokens: 0, sinkTokens: 0, quantizedKeys: 0, residualKeys: 0, quantizedValues: 0, residualValues: 0, bytes: 0, sharedBytes: 0 };
   for (const s of list) for (const key of Object.keys(total) as (keyof typeof total)[]) total[key] += s[key];
   return total;
 }
@@ -299,12 +299,12 @@ describe.each(VARIANT_NAMES)('%s build', (variant) => {
     const options: CacheOptions = { layers: 3, kvHeads: 2, queryHeads: 4, headDim: 32, bits: 2, groupSize: 16, residual: 32, sinkTokens: 2 };
     const p = new Pair(kivi(), options, 51);
     const empty = p.cache.stats();
-    expect(empty).toEqual({ tokens: 0, sinkTokens: 0, quantizedKeys: 0, residualKeys: 0, quantizedValues: 0, residualValues: 0, bytes: 0, bitsPerElement: 0 });
+    expect(empty).toEqual({ tokens: 0, sinkTokens: 0, quantizedKeys: 0, residualKeys: 0, quantizedValues: 0, residualValues: 0, bytes: 0, sharedBytes: 0, bitsPerElement: 0 });
     const check = (what: string) => {
       const per = [0, 1, 2].map((l) => p.cache.stats(l));
       per.forEach((s, l) => {
         const r = p.ref.stats(l);
-        expect({ ...s, bytes: 0, bitsPerElement: 0 }, `${what}: layer ${l} counts`).toEqual({ ...r, bytes: 0, bitsPerElement: 0 });
+        expect({ ...s, bytes: 0, sharedBytes: 0, bitsPerElement: 0 }, `${what}: layer ${l} counts`).toEqual({ ...r, bytes: 0, sharedBytes: 0, bitsPerElement: 0 });
         expect(s.bitsPerElement, `${what}: layer ${l} bitsPerElement`).toBeCloseTo(s.tokens === 0 ? 0 : (s.bytes * 8) / (s.tokens * 2 * 2 * 32), 10);
       });
       const total = p.cache.stats();

@@ -36,7 +36,8 @@ describe('Kivi.load({ modules })', () => {
   });
 
   it('says what went wrong when none can be used', async () => {
-    await expect(Kivi.load({ modules: {} })).rejects.toThrow(/no build of the kernels runs correctly here \(relaxed-simd: not given; simd: not given; scalar: not given\)/);
+    await expect(Kivi.load({ modules: {}, threads: 1 })).rejects.toThrow(/no build of the kernels runs correctly here \(relaxed-simd: not given; simd: not given; scalar: not given\)/);
+    await expect(Kivi.load({ modules: {}, threads: 2 })).rejects.toThrow(/\(relaxed-simd-threads: not given; relaxed-simd: not given; simd-threads: not given; simd: not given; scalar: not given\)/);
     await expect(Kivi.load({ modules: { scalar: compiled('scalar') }, variant: 'simd' })).rejects.toThrow(/simd: not given/);
     await expect(Kivi.load({ modules: { simd: compiled('scalar') } })).rejects.toThrow(/simd: the module given for it is the "scalar" build/);
   });

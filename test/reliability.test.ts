@@ -247,10 +247,11 @@ describe('memory above 2 GiB (large: about 2.2 GB of wasm memory, then the 4 GiB
       fill(high, highRef, 0, n, rng);
       fill(high, highRef, 1, n + 1, rng);
     }
-    const layer = (high as unknown as { layerStates: { keys: { quantizedPtr: number; residualPtr: number; sinkPtr: number }; values: { quantizedPtr: number; residualPtr: number } }[] }).layerStates[0]!;
-    for (const ptr of [layer.keys.quantizedPtr, layer.keys.residualPtr, layer.keys.sinkPtr, layer.values.quantizedPtr, layer.values.residualPtr]) {
-      expect(ptr).toBeGreaterThan(2 ** 31);
-    }
+    type Regions = { views: { chunk: { ptr: number } }[]; residual: { ptr: number }; sinks: { ptr: number } };
+    const layer = (high as unknown as { layerStates: { keys: Regions; values: Regions }[] }).layerStates[0]!;
+    const pointers = [layer.keys.residual.ptr, layer.keys.sinks.ptr, layer.values.residual.ptr, ...[layer.keys, layer.values].flatMap((s) => s.views.map((v) => v.chunk.ptr))];
+    expect(pointers.length).toBeGreaterThanOrEqual(5);
+    for (const ptr of pointers) expect(ptr).toBeGreaterThan(2 ** 31);
     expect(high.stats(0)).toMatchObject(highRef.stats(0));
     checkAgainst(high, highRef, rng, 'cache above 2 GiB');
     // The abort message reader copes with pointers above 2 GiB (negative as i32).

@@ -196,7 +196,7 @@ describe('serialize / restoreCache', () => {
       ['bad enum', () => { const b = good.slice(); b[41] = 5; return resign(b); }, RangeError, /keyWindow code must be 0 \(chunked\) or 1 \(sliding\), got 5/],
       ['sink count inconsistent', () => { const b = good.slice(); b[HEADER_BYTES + 4] = 1; return resign(b); }, RangeError, /sink count must be min\(tokens 42, sinkTokens 2\) = 2, got 1/],
       ['counts do not add up', () => { const b = good.slice(); b[HEADER_BYTES + 12] = b[HEADER_BYTES + 12]! + 1; return resign(b); }, RangeError, /must add up/],
-      ['off-schedule quantized count', () => { const b = good.slice(); b[HEADER_BYTES + 8] = 8; b[HEADER_BYTES + 12] = 32; return resign(b); }, RangeError, /multiple of 16 under the flush schedule, got 8/],
+      ['quantized keys not in whole groups', () => { const b = good.slice(); b[HEADER_BYTES + 8] = 4; b[HEADER_BYTES + 12] = 36; return resign(b); }, RangeError, /multiple of the group size 8 \(whole per-channel groups\), got 4/],
       ['huge token count', () => { const b = good.slice(); new DataView(b.buffer).setUint32(HEADER_BYTES, 0xfffffff0, true); return resign(b); }, RangeError, /at most 2\^31-1/],
       ['counts claiming a huge payload', () => {
         const b = good.slice(); const v = new DataView(b.buffer);

@@ -249,7 +249,7 @@ function expectStillWorks(fx: Fixture): void {
       expect(tokens, `${what}: tokens(${layer})`).toBe(fx.ref.stats(layer).tokens);
       const s = fx.cache.stats(layer);
       const r = fx.ref.stats(layer);
-      expect({ ...s, bytes: 0, bitsPerElement: 0 }, `${what}: stats(${layer})`).toEqual({ ...r, bytes: 0, bitsPerElement: 0 });
+      expect({ ...s, bytes: 0, sharedBytes: 0, bitsPerElement: 0 }, `${what}: stats(${layer})`).toEqual({ ...r, bytes: 0, sharedBytes: 0, bitsPerElement: 0 });
       if (tokens === 0) continue;
       for (const n of [1, Math.min(tokens, 2)]) {
         const q = queries(fx, n);

@@ -30,11 +30,11 @@ const PEERS = join(here, 'peers', 'llamacpp');
 const LAYERS = 1;
 const BASE_DEPTH = 256;
 
-interface Args { shapes: Shape[]; depths: number[]; wllamaDepths: number[]; threads: number[]; wllama: boolean; steps: number }
+interface Args { shapes: Shape[]; depths: number[]; wllamaDepths: number[]; wllamaCaches: string[]; threads: number[]; wllama: boolean; steps: number }
 
 function parse(argv: string[]): Args {
   const list = (v: string) => v.split(',').map((x) => Number(x.replace(/k$/i, '')) * (/k$/i.test(x) ? 1024 : 1));
-  const a: Args = { shapes: [...SHAPES], depths: [2048, 4096, 8192, 16384, 32768], wllamaDepths: [1024, 2048], threads: [1, os.availableParallelism()], wllama: true, steps: 9 };
+  const a: Args = { shapes: [...SHAPES], depths: [2048, 4096, 8192, 16384, 32768], wllamaDepths: [1024, 2048], wllamaCaches: ['f16', 'q8_0', 'q4_0'], threads: [1, os.availableParallelism()], wllama: true, steps: 9 };
   for (let i = 0; i < argv.length; i++) {
     const value = () => { const v = argv[++i]; if (v === undefined) throw new Error(`${argv[i - 1]} expects a value`); return v; };
     switch (argv[i]) {
@@ -42,9 +42,10 @@ function parse(argv: string[]): Args {
       case '--depths': a.depths = list(value()); break;
       case '--wllama-depths': a.wllamaDepths = list(value()); break;
       case '--threads': a.threads = list(value()); break;
+      case '--wllama-caches': a.wllamaCaches = value().split(','); if (a.wllamaCaches.some((c) => !['f16', 'q8_0', 'q4_0'].includes(c))) throw new Error(`--wllama-caches expects f16, q8_0, q4_0, got ${a.wllamaCaches.join(',')}`); break;
       case '--steps': a.steps = Number(value()); break;
       case '--no-wllama': a.wllama = false; break;
-      default: throw new Error(`unknown argument ${argv[i]} (options: --shapes, --depths, --wllama-depths, --threads, --steps, --no-wllama)`);
+      default: throw new Error(`unknown argument ${argv[i]} (options: --shapes, --depths, --wllama-depths, --wllama-caches, --threads, --steps, --no-wllama)`);
     }
   }
   for (const d of [...a.depths, ...a.wllamaDepths]) if (!Number.isInteger(d) || d <= BASE_DEPTH) throw new Error(`depths must be integers > ${BASE_DEPTH}, got ${d}`);
@@ -112,7 +113,7 @@ async function main(): Promise<void> {
       browser = w.version;
       try {
         for (const shape of args.shapes) {
-          for (const cache of ['f16', 'q8_0', 'q4_0']) {
+          for (const cache of args.wllamaCaches) {
             for (const threads of args.threads) {
               const depths = [BASE_DEPTH, ...args.wllamaDepths];
               const r = await w.run({ kind: 'decode', model: `/models/${shape.name}.gguf`, nCtx: Math.max(...depths) + 64, threads, cacheK: cache, cacheV: cache, flashAttention: true, depths, steps: 16, word: 'aa' });

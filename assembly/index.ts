@@ -19,6 +19,7 @@ export {
 export { run_job } from './jobs';
 export { f32_first_invalid, f32_scatter_heads } from './memory';
 export { selfTest } from './selftest';
+export { f16_f32_matvec, matvec_scratch_bytes, q4_0_f32_matvec, q8_0_f32_matvec } from './matvec';
 
 /** 16-byte aligned block of `bytes` bytes; grows the memory if needed (traps if it cannot). */
 export function alloc(bytes: usize): usize {

@@ -29,6 +29,11 @@ export interface KernelExports {
   run_job(job: number, thread: number): void;
   /** Threaded builds: copies the data segments in and runs the start function (main instance, once). */
   init_memory?(): void;
+  // Weight matrix × vector for GGUF models (assembly/matvec.ts, src/gguf/weights.ts).
+  matvec_scratch_bytes(cols: number): number;
+  q8_0_f32_matvec(rows: number, cols: number, x: number, codes: number, scales: number, out: number, scratch: number): void;
+  q4_0_f32_matvec(rows: number, cols: number, x: number, codes: number, scales: number, out: number, scratch: number): void;
+  f16_f32_matvec(rows: number, cols: number, x: number, halves: number, out: number): void;
 }
 
 
@@ -37,6 +42,7 @@ export const KERNEL_EXPORT_NAMES = [
   'alloc', 'realloc', 'free', 'features', 'selfTest', 'f32_first_invalid', 'f32_scatter_heads', 'f32_qchannel_quantize', 'f32_qtoken_quantize',
   'f32_f32_scores', 'qchannel_f32_scores', 'qtoken_f32_scores', 'f32_softmax_partial', 'f32_f32_accumulate',
   'qtoken_f32_accumulate', 'qchannel_f32_accumulate', 'run_job',
+  'matvec_scratch_bytes', 'q8_0_f32_matvec', 'q4_0_f32_matvec', 'f16_f32_matvec',
 ] as const;
 
 /** Work (multiply-adds) below which a job runs on the calling thread: waking the pool costs more. */

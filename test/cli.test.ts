@@ -1,7 +1,7 @@
 // The command line as a user runs it: the built dist/cli.js in a fresh Node process (npm test
 // builds first), on the real models read from ../shared/models.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -83,6 +83,33 @@ describe('npx kivi-wasm', () => {
     expect(run(['convert', model, tokenizer, out, '--type', 'q5_k']).stderr).toMatch(/--type expects one of f32, f16, q8_0, q4_0, got "q5_k"/);
     expect(run(['convert', '--random', '--dim', '128', '--heads', '4', '--layers', '2', out]).stderr).toMatch(/--context is required/);
     expect(run(['convert', model, tokenizer, out, '--dim', '64']).stderr).toMatch(/--dim is for convert --random only/);
+  });
+
+  it('generate and eval run a GGUF file with the tokenizer it carries', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kivi-cli-gguf-run-'));
+    const f32 = join(dir, 'stories260K.f32.gguf');
+    const q8 = join(dir, 'stories260K.q8_0.gguf');
+    expect(run(['convert', model, tokenizer, f32]).code).toBe(0);
+    expect(run(['convert', model, tokenizer, q8, '--type', 'q8_0']).code).toBe(0);
+    // F32: the llama2.c file's numbers exactly (the same float64 path), no --tokenizer needed.
+    const evaluated = run(['eval', '--model', f32, '--text', text, '--protocol', 'A', '--bits', '32', '--json']);
+    expect(evaluated.code, evaluated.stderr).toBe(0);
+    const report = JSON.parse(evaluated.stdout);
+    expect(report.tokens).toBe(REFERENCE.stories260K.A.tokens);
+    expect(Math.abs(report.meanNll - REFERENCE.stories260K.A.meanNll)).toBeLessThan(REFERENCE_TOLERANCE);
+    const generated = run(['generate', '--model', q8, '--tokens', '100', '--residual', '32']);
+    expect(generated.code, generated.stderr).toBe(0);
+    expect(generated.stdout.startsWith('Once upon a time, there was a little girl named Lily.')).toBe(true);
+    // --tokenizer overrides the file's (and must fit its vocabulary); a llama2.c checkpoint needs one.
+    expect(run(['generate', '--model', q8, '--tokenizer', join(MODELS, 'tok4096.bin'), '--tokens', '5']).stderr).toMatch(/Tokenizer.fromBytes: .*bytes left over/);
+    const missing = run(['generate', '--model', model, '--tokens', '5']);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(/--tokenizer is required for a llama2.c checkpoint \(a GGUF file carries its own\)/);
+    const broken = join(dir, 'broken.gguf');
+    writeFileSync(broken, readFileSync(q8).subarray(0, 5000));
+    const refused = run(['eval', '--model', broken, '--text', text, '--protocol', 'A']);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/kivi-wasm: readGguf: item 317 of metadata "tokenizer.ggml.tokens" at offset \d+ claims \d+ bytes, but only \d+ bytes are left/);
   });
 
   it('eval --matrix writes the report tables (one model, the paper configurations)', async () => {

@@ -2,13 +2,16 @@
 // from ../shared/models, generate 150 tokens with a KIVI-2 cache in the page's Web Worker, and check
 // what the page shows: the greedy story, tokens/s, the wasm build, the cache bytes against f32 (and
 // against the README's Memory formula), and a chart that was actually drawn (screenshot + pixels).
+// Then a GGUF file (stories260K converted to Q8_0 at test time, into a temporary folder): its own
+// tokenizer, its matrices multiplied by the wasm kernels in the page's worker.
 // Needs /usr/bin/chromium and a built dist/ (npm test builds first); fails if either is missing.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { convertToGguf, parseCheckpoint, Tokenizer } from '../src/llama2c/index';
 
 const ROOT = join(__dirname, '..');
 const MODELS = join(__dirname, '..', '..', 'shared', 'models');
@@ -71,9 +74,10 @@ async function state(page: Page): Promise<string> {
   return page.evaluate(() => document.body.dataset.state ?? '');
 }
 
-async function run(page: Page, checkpoint: string, tokenizer: string): Promise<string> {
-  await page.setInputFiles('#checkpoint', join(MODELS, checkpoint));
-  await page.setInputFiles('#tokenizer', join(MODELS, tokenizer));
+/** Picks the files (names in ../shared/models, or absolute paths; no tokenizer for a .gguf) and runs. */
+async function run(page: Page, checkpoint: string, tokenizer: string | null): Promise<string> {
+  await page.setInputFiles('#checkpoint', checkpoint.startsWith('/') ? checkpoint : join(MODELS, checkpoint));
+  await page.setInputFiles('#tokenizer', tokenizer === null ? [] : join(MODELS, tokenizer));
   await page.click('#run');
   await page.waitForFunction(() => document.body.dataset.state !== 'running' && document.body.dataset.state !== 'ready', undefined, { timeout: 30_000 });
   return state(page);
@@ -107,12 +111,19 @@ describe('browser demo (examples/browser) in headless Chromium', () => {
   let server: ChildProcess | undefined;
   let url = '';
   const problems: string[] = [];
+  const ggufDir = mkdtempSync(join(tmpdir(), 'kivi-demo-gguf-'));
+  const gguf = join(ggufDir, 'stories260K.q8_0.gguf');
+  const truncated = join(ggufDir, 'truncated.gguf');
 
   beforeAll(async () => {
     if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: this test needs Debian's chromium (apt-get install chromium)`);
     for (const f of ['stories260K.bin', 'tok512.bin', 'tok4096.bin']) {
       if (!existsSync(join(MODELS, f))) throw new Error(`${join(MODELS, f)} is missing (the models live in ../shared/models)`);
     }
+    const model = parseCheckpoint(new Uint8Array(readFileSync(join(MODELS, 'stories260K.bin'))));
+    const bytes = convertToGguf(model, Tokenizer.fromBytes(new Uint8Array(readFileSync(join(MODELS, 'tok512.bin'))), 512), { type: 'q8_0' });
+    writeFileSync(gguf, bytes);
+    writeFileSync(truncated, bytes.subarray(0, bytes.length - 1000));
     ({ server, url } = await startServer());
     browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
   }, 40_000);
@@ -194,6 +205,41 @@ describe('browser demo (examples/browser) in headless Chromium', () => {
     expect(pixels.kivi4).toBeGreaterThan(100); // the computed KIVI-4 line, dashed
 
     expect(problems).toEqual([]);
+    await page.close();
+  }, 60_000);
+
+  it('runs a .gguf file (stories260K as Q8_0) with the tokenizer it carries, and reports a broken one', async () => {
+    const page = await browser!.newPage({ viewport: { width: 1280, height: 1000 } });
+    const pageProblems: string[] = [];
+    page.on('pageerror', (e) => pageProblems.push(`page error: ${e.message}`));
+    page.on('console', (m) => {
+      if (m.type() === 'error') pageProblems.push(`console error: ${m.text()}`);
+    });
+    await page.goto(url);
+    expect(await state(page)).toBe('ready');
+    expect(await page.getAttribute('#checkpoint', 'accept')).toContain('.gguf');
+
+    expect(await run(page, truncated, null)).toBe('error');
+    expect(await page.textContent('#error')).toMatch(/^Checkpoint "truncated\.gguf": readGguf: truncated file: tensor /);
+
+    await page.fill('#prompt', '');
+    await page.fill('#steps', String(TOKENS));
+    await page.fill('#temperature', '0');
+    await page.locator('#bits label', { hasText: 'KIVI-2' }).click();
+    await page.selectOption('#residual', String(CACHE.residual));
+    await page.selectOption('#keyWindow', CACHE.keyWindow);
+    const final = await run(page, gguf, null);
+    if (final !== 'done') throw new Error(`the GGUF run ended in state ${final}: ${await page.textContent('#error')}`);
+    const text = (await page.textContent('#output')) ?? '';
+    // Q8_0 weights and int8 activations: the greedy story of the f32 model for its first sentences
+    // (measured in Node: identical for the first ~150 characters).
+    expect(text).toMatch(/^Once upon a time, there was a little girl named Lily\. She loved to play outside in the park\./);
+    expect(await dataValue(page, 'stat-tokens')).toBe(TOKENS);
+    expect(await dataValue(page, 'stat-cache')).toBe(expectedBytes(2, TOKENS));
+    const info = (await page.textContent('#model-info')) ?? '';
+    expect(info).toMatch(/stories260K\.q8_0\.gguf: GGUF, mostly Q8_0 \([\d.]+ [KM]i?B of weights in wasm memory\), tokenizer from the file; dim 64, 5 layers/);
+    console.log(`demo-browser (GGUF Q8_0): ${TOKENS} tokens at ${(await dataValue(page, 'stat-tps')).toFixed(0)} tokens/s (${await page.textContent('#stat-variant')})`);
+    expect(pageProblems).toEqual([]);
     await page.close();
   }, 60_000);
 });

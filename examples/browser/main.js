@@ -79,7 +79,7 @@ function onMessage(msg) {
     case 'error':
       showError(msg.message);
       if (msg.stage === 'load') variant = null;
-      if (!current?.series) $('model-info').textContent = 'Pick a checkpoint and its tokenizer, then Generate.';
+      if (!current?.series) $('model-info').textContent = 'Pick a checkpoint and its tokenizer (or a .gguf file), then Generate.';
       setState('error');
       break;
   }
@@ -87,9 +87,11 @@ function onMessage(msg) {
 
 function readForm() {
   const checkpoint = $('checkpoint').files[0];
-  const tokenizer = $('tokenizer').files[0];
-  if (!checkpoint) throw new Error('Choose a checkpoint file (for example stories260K.bin).');
-  if (!tokenizer) throw new Error('Choose a tokenizer file (tok512.bin for stories260K, tok4096.bin for stories3M).');
+  if (!checkpoint) throw new Error('Choose a model file (for example stories260K.bin, or a .gguf).');
+  // A .gguf file carries its tokenizer, which is the one used; a llama2.c checkpoint needs its .bin.
+  const gguf = /\.gguf$/i.test(checkpoint.name);
+  const tokenizer = gguf ? undefined : $('tokenizer').files[0];
+  if (!tokenizer && !gguf) throw new Error('Choose a tokenizer file (tok512.bin for stories260K, tok4096.bin for stories3M); a .gguf file carries its own.');
   const steps = Number($('steps').value);
   if (!Number.isInteger(steps) || steps < 1) throw new Error(`Tokens must be a whole number of at least 1, got "${$('steps').value}".`);
   const temperature = Number($('temperature').value);
@@ -139,12 +141,14 @@ function resetOutput() {
   drawChart(canvas, { maxTokens: 256, maxBytes: 1024, series: [] });
 }
 
-function beginChart({ config, format, positions, promptTokens }) {
+function beginChart({ config, format, positions, promptTokens, tokenizerSource, wasmWeightBytes }) {
   const c = config;
   const chosen = current.cache.bits;
-  const kind = format.version === 2 ? `v2, Q8_0 (group ${format.groupSize})` : `v${format.version}, f32`;
+  const kind = format.version === 'gguf'
+    ? `GGUF, mostly ${format.weights.toUpperCase()} (${formatBytes(wasmWeightBytes)} of weights in wasm memory), tokenizer ${tokenizerSource}`
+    : `llama2.c ${format.version === 2 ? `v2, Q8_0 (group ${format.groupSize})` : `v${format.version}, f32`}`;
   $('model-info').textContent =
-    `${current.fileName}: llama2.c ${kind}; dim ${c.dim}, ${c.layers} layers, ${c.heads} heads / ${c.kvHeads} kv heads, ` +
+    `${current.fileName}: ${kind}; dim ${c.dim}, ${c.layers} layers, ${c.heads} heads / ${c.kvHeads} kv heads, ` +
     `head dim ${c.headDim}, vocab ${c.vocabSize}, seq_len ${c.seqLen}. Prompt: ${promptTokens === 1 ? 'BOS only' : `${promptTokens} tokens with BOS`}.`;
   const series = [32, 4, 2].map((bits) => ({
     bits,

@@ -2,13 +2,13 @@
 // ESM build (dist/index.js and dist/llama2c.js, served at ./dist/ by serve.mjs; the wasm builds are
 // embedded in dist/index.js, so nothing else is fetched).
 //
-// Messages in:  { type: 'run', checkpoint: File, tokenizer: File, prompt, steps, temperature, cache }
+// Messages in:  { type: 'run', checkpoint: File, tokenizer: File (optional for a .gguf), prompt, steps, temperature, cache }
 // Messages out: { type: 'ready', variant } once Kivi.load() is done;
 //               { type: 'model', ... } after both files parsed; { type: 'token', ... } per token;
 //               { type: 'done', ... }; { type: 'error', stage, message }.
 
 import { Kivi } from './dist/index.js';
-import { generate, LlamaRunner, parseCheckpoint, Tokenizer } from './dist/llama2c.js';
+import { generate, LlamaRunner, parseModel, Tokenizer } from './dist/llama2c.js';
 
 /** An error with the stage it happened in, so that the page can say which input was wrong. */
 class StageError extends Error {
@@ -64,24 +64,28 @@ async function run({ checkpoint, tokenizer: tokenizerFile, prompt, steps, temper
 
   const checkpointBytes = await readFile(checkpoint, 'checkpoint');
   let model;
+  let tokenizer;
   try {
-    model = parseCheckpoint(checkpointBytes);
+    ({ model, tokenizer } = parseModel(checkpointBytes)); // a GGUF file carries its tokenizer; a llama2.c one does not
   } catch (e) {
     throw new StageError('checkpoint', `Checkpoint "${checkpoint.name}": ${messageOf(e)}`);
   }
-  const tokenizerBytes = await readFile(tokenizerFile, 'tokenizer');
-  let tokenizer;
-  try {
-    tokenizer = Tokenizer.fromBytes(tokenizerBytes, model.config.vocabSize);
-  } catch (e) {
-    throw new StageError('tokenizer', `Tokenizer "${tokenizerFile.name}" (for the checkpoint's ${model.config.vocabSize}-token vocabulary): ${messageOf(e)}`);
+  let tokenizerSource = 'from the file';
+  if (tokenizer === null || tokenizerFile instanceof Blob) {
+    const tokenizerBytes = await readFile(tokenizerFile, 'tokenizer');
+    try {
+      tokenizer = Tokenizer.fromBytes(tokenizerBytes, model.config.vocabSize);
+      tokenizerSource = `"${tokenizerFile.name}"`;
+    } catch (e) {
+      throw new StageError('tokenizer', `Tokenizer "${tokenizerFile.name}" (for the checkpoint's ${model.config.vocabSize}-token vocabulary): ${messageOf(e)}`);
+    }
   }
 
   let runner;
   try {
     runner = new LlamaRunner(model, kivi, cache);
   } catch (e) {
-    throw new StageError('cache', `Cache options: ${messageOf(e)}`);
+    throw new StageError('cache', `Setting up the model and the cache: ${messageOf(e)}`);
   }
   try {
     const c = model.config;
@@ -95,6 +99,8 @@ async function run({ checkpoint, tokenizer: tokenizerFile, prompt, steps, temper
       cacheOptions: { ...runner.cacheOptions },
       positions,
       promptTokens,
+      tokenizerSource,
+      wasmWeightBytes: runner.wasmWeightBytes,
     });
 
     let index = 0;

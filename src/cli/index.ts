@@ -1,22 +1,22 @@
 // kivi-wasm command line: run the llama2.c models of this package on a KIVI cache.
-//   npx kivi-wasm generate --model M --tokenizer T [--prompt P] [--tokens N] [cache options]
-//   npx kivi-wasm eval --model M --tokenizer T --text X --protocol A|B [cache options] [--json]
+//   npx kivi-wasm generate --model M [--tokenizer T] [--prompt P] [--tokens N] [cache options]
+//   npx kivi-wasm eval --model M [--tokenizer T] --text X --protocol A|B [cache options] [--json]
 //   npx kivi-wasm eval --matrix [--models DIR] [--out docs/EVAL.md] [--llamacpp bench/peers/llamacpp]
 //   npx kivi-wasm convert <checkpoint.bin> <tokenizer.bin> <out.gguf> [--type T] | convert --random … <out.gguf>
 import { parseArgs } from 'node:util';
 import { Kivi } from '../index';
-import { evaluate, generate, LlamaRunner, parseCheckpoint, Tokenizer } from '../llama2c/index';
+import { evaluate, generate, LlamaRunner, parseModel, Tokenizer } from '../llama2c/index';
 import { commandConvert, CONVERT_HELP } from './convert';
 import { runMatrix } from './matrix';
 import { CACHE_FLAGS, CACHE_HELP, cacheOptions, choiceOption, describeCache, integerOption, numberOption, readBytes, requiredOption, UsageError, variantOption } from './options';
 import { ProgressBar } from './progress';
 
-const HELP = `kivi-wasm: llama2.c models on a KIVI 2/4/8-bit key/value cache
+const HELP = `kivi-wasm: llama2.c and GGUF models on a KIVI 2/4/8-bit key/value cache
 
 usage:
-  kivi-wasm generate --model M --tokenizer T [--prompt P] [--tokens N] [--temperature 0] [--seed S] [cache options]
+  kivi-wasm generate --model M [--tokenizer T] [--prompt P] [--tokens N] [--temperature 0] [--seed S] [cache options]
       streams the generated text, then prints tokens/s and the cache's bytes against an f32 cache
-  kivi-wasm eval --model M --tokenizer T --text X --protocol A|B [cache options] [--json]
+  kivi-wasm eval --model M [--tokenizer T] --text X --protocol A|B [cache options] [--json]
       feeds every paragraph or window one token at a time and prints tokens, mean NLL and perplexity
       (--json: one JSON object on stdout); a progress bar on stderr
   kivi-wasm eval --matrix [--models DIR] [--out FILE] [--llamacpp PEER_DIR]
@@ -28,11 +28,16 @@ ${CONVERT_HELP}
 
 ${CACHE_HELP}
 
-Models are llama2.c checkpoints (legacy f32, or v2 Q8_0 "ak42") with their tokenizer .bin.`;
+Models are llama2.c checkpoints (legacy f32, or v2 Q8_0 "ak42") with their tokenizer .bin (--tokenizer), or
+GGUF files of the llama architecture with F32, F16, Q8_0 or Q4_0 weights, which carry their tokenizer
+(--tokenizer then overrides it). A GGUF model's F16/Q8_0/Q4_0 matrices are multiplied in wasm SIMD.`;
 
 async function load(values: Record<string, string | boolean | undefined>) {
-  const model = parseCheckpoint(readBytes(requiredOption('model', values.model as string | undefined), 'model'));
-  const tokenizer = Tokenizer.fromBytes(readBytes(requiredOption('tokenizer', values.tokenizer as string | undefined), 'tokenizer'), model.config.vocabSize);
+  const parsed = parseModel(readBytes(requiredOption('model', values.model as string | undefined), 'model'));
+  const model = parsed.model;
+  const tokenizerPath = values.tokenizer as string | undefined;
+  if (tokenizerPath === undefined && parsed.tokenizer === null) throw new UsageError('--tokenizer is required for a llama2.c checkpoint (a GGUF file carries its own)');
+  const tokenizer = tokenizerPath === undefined ? parsed.tokenizer! : Tokenizer.fromBytes(readBytes(tokenizerPath, 'tokenizer'), model.config.vocabSize);
   const kivi = await Kivi.load({ variant: variantOption(values) });
   return { model, tokenizer, kivi };
 }

@@ -2,15 +2,20 @@
 // attention through a KiviCache: per layer the token's post-RoPE key and value are appended and its
 // query attends over everything cached.
 //
-// Activations are float64; weights are f32 or Q8_0 (matrix.ts); the query, key and value handed to
-// the cache are f32, as the cache takes them.
+// Activations are float64; weights are f32 or Q8_0 (matrix.ts), multiplied in float64 in JS; the
+// query, key and value handed to the cache are f32, as the cache takes them. A GGUF model's F16,
+// Q8_0 and Q4_0 matrices are copied into the Kivi instance's wasm memory when the runner is made and
+// multiplied there by the build's kernels (src/gguf/weights.ts, assembly/matvec.ts): the input
+// vector is rounded to f32 (and, for Q8_0/Q4_0, quantized to int8 per 32-block, as llama.cpp does).
 
 import type { Kivi } from '../kivi';
 import type { KiviCache } from '../cache';
 import type { CacheOptions } from '../options';
 import { type LlamaConfig, type LlamaModel } from './checkpoint';
 import { describe } from '../options';
-import { matrixRow, matVec } from './matrix';
+import { matrixRow, matVec, type Matrix } from './matrix';
+import { TENSOR_NAMES } from '../gguf/format';
+import { runtimeOf, WasmWeights, type WasmMatrix } from '../gguf/weights';
 
 /** RMSNorm epsilon of llama2.c. */
 export const RMS_EPS = 1e-5;
@@ -31,6 +36,9 @@ export class LlamaRunner {
   readonly cacheOptions: CacheOptions;
   private readonly kivi: Kivi;
   private current: KiviCache;
+  /** The model's ggml matrices in wasm memory (null if it has none). */
+  private readonly weights: WasmWeights | null = null;
+  private readonly uploaded = new Map<Matrix, WasmMatrix>();
   private pos = 0;
   private disposed = false;
 
@@ -81,6 +89,23 @@ export class LlamaRunner {
     this.kivi = kivi;
     this.cacheOptions = { ...defaults, ...cacheOptions };
     this.current = kivi.createCache(this.cacheOptions);
+    const ggml: [Matrix, string][] = [[model.classifier, c.sharedClassifier ? TENSOR_NAMES.tokenEmbedding : TENSOR_NAMES.output]];
+    model.layers.forEach((w, l) => ggml.push(
+      [w.wq, TENSOR_NAMES.attnQ(l)], [w.wk, TENSOR_NAMES.attnK(l)], [w.wv, TENSOR_NAMES.attnV(l)], [w.wo, TENSOR_NAMES.attnOutput(l)],
+      [w.w1, TENSOR_NAMES.ffnGate(l)], [w.w2, TENSOR_NAMES.ffnDown(l)], [w.w3, TENSOR_NAMES.ffnUp(l)],
+    ));
+    if (ggml.some(([m]) => m.kind === 'ggml')) {
+      const weights = new WasmWeights(runtimeOf(kivi));
+      try {
+        for (const [m, name] of ggml) if (m.kind === 'ggml' && !this.uploaded.has(m)) this.uploaded.set(m, weights.upload(m, name));
+        weights.prepare();
+      } catch (error) {
+        weights.dispose();
+        this.current.dispose();
+        throw error;
+      }
+      this.weights = weights;
+    }
 
     const kvDim = c.kvHeads * c.headDim;
     this.x = new Float64Array(c.dim);
@@ -110,6 +135,11 @@ export class LlamaRunner {
     return this.current;
   }
 
+  /** Bytes of weights this runner holds in wasm memory (a GGUF model's F16, Q8_0 and Q4_0 matrices). */
+  get wasmWeightBytes(): number {
+    return this.weights?.weightBytes ?? 0;
+  }
+
   /** Tokens fed since the last reset(): the position of the next token. */
   get position(): number {
     return this.pos;
@@ -133,7 +163,7 @@ export class LlamaRunner {
     this.step('forward', token);
     const m = this.model;
     rmsNorm(this.xb, this.x, m.rmsFinal, this.rmsEps);
-    matVec(m.classifier, this.xb, this.logits64);
+    this.mul(m.classifier, this.xb, this.logits64);
     const result = out ?? new Float32Array(V);
     result.set(this.logits64);
     return result;
@@ -152,11 +182,19 @@ export class LlamaRunner {
     this.pos = 0;
   }
 
-  /** Frees the cache; later calls throw. A second dispose() does nothing. */
+  /** Frees the cache and the weights in wasm memory; later calls throw. A second dispose() does nothing. */
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
     this.current.dispose();
+    this.weights?.dispose();
+  }
+
+  /** out = m·x: in wasm for the uploaded ggml matrices, else in JS (matrix.ts). */
+  private mul(m: Matrix, x: Float64Array, out: Float64Array): void {
+    const w = this.uploaded.get(m);
+    if (w !== undefined) this.weights!.matVec(w, x, out);
+    else matVec(m, x, out);
   }
 
   private checkUsable(where: string): void {
@@ -190,9 +228,9 @@ export class LlamaRunner {
     for (let l = 0; l < c.layers; l++) {
       const w = m.layers[l]!;
       rmsNorm(xb, x, w.rmsAtt, this.rmsEps);
-      matVec(w.wq, xb, q);
-      matVec(w.wk, xb, k);
-      matVec(w.wv, xb, v);
+      this.mul(w.wq, xb, q);
+      this.mul(w.wk, xb, k);
+      this.mul(w.wv, xb, v);
       this.rope(q, c.dim);
       this.rope(k, kvDim);
       for (let i = 0; i < c.dim; i++) q32[i] = q[i]!;
@@ -203,17 +241,17 @@ export class LlamaRunner {
       cache.append(l, k32, v32);
       cache.attend(l, q32, att32);
       for (let i = 0; i < c.dim; i++) xb[i] = att32[i]!;
-      matVec(w.wo, xb, xb2);
+      this.mul(w.wo, xb, xb2);
       for (let i = 0; i < c.dim; i++) x[i] = x[i]! + xb2[i]!;
 
       rmsNorm(xb, x, w.rmsFfn, this.rmsEps);
-      matVec(w.w1, xb, hb);
-      matVec(w.w3, xb, hb2);
+      this.mul(w.w1, xb, hb);
+      this.mul(w.w3, xb, hb2);
       for (let i = 0; i < c.hiddenDim; i++) {
         const a = hb[i]!;
         hb[i] = (a / (1 + Math.exp(-a))) * hb2[i]!; // silu(w1·x) ⊙ w3·x
       }
-      matVec(w.w2, hb, xb);
+      this.mul(w.w2, hb, xb);
       for (let i = 0; i < c.dim; i++) x[i] = x[i]! + xb[i]!;
     }
     this.pos++;

@@ -1,7 +1,7 @@
 // Development aid: a fast side-by-side timing of one decode step (attend) for a few shapes and builds,
 // interleaved round-robin so that machine noise hits every configuration alike. Not the benchmark of
 // record (that is `npm run bench`); use it to compare kernel changes in a minute.
-//   [BUILDS=simd,relaxed-simd] [SHAPES=llama2-7b,llama3-8b] [ROUNDS=15] [FILES=a.wasm,b.wasm] \
+//   [BUILDS=simd,relaxed-simd] [SHAPES=llama2-7b,llama3-8b] [ROUNDS=15] [FILES=a.wasm,b.wasm] [THREADS=1,2] \
 //   node --experimental-wasm-relaxed-simd --no-liftoff --import tsx scripts/quick-attend.ts [N] [bits,...]
 import { readFileSync } from 'node:fs';
 import { Kivi, type Bits, type VariantName } from '../src/index';
@@ -13,6 +13,7 @@ const bitsList = (process.argv[3] ?? '2,32').split(',').map(Number) as Bits[];
 const builds = (process.env.BUILDS ?? 'simd,relaxed-simd').split(',') as VariantName[];
 const shapes = SHAPES.filter((s) => (process.env.SHAPES ?? 'llama2-7b,llama3-8b').split(',').includes(s.name));
 const SOURCE_TOKENS = 2048;
+const threadCounts = (process.env.THREADS ?? '1').split(',').map(Number);
 
 interface Config { label: string; run: () => void; samples: number[]; kvHeads: number }
 const configs: Config[] = [];
@@ -23,7 +24,7 @@ for (const shape of shapes) {
   // FILES: compare wasm files (e.g. two versions of one build) in one process instead of the builds.
   const sources = process.env.FILES
     ? process.env.FILES.split(',').map((file) => ({ label: file, load: () => Kivi.load({ module: readFileSync(file) }) }))
-    : builds.map((variant) => ({ label: variant, load: () => Kivi.load({ variant }) }));
+    : builds.flatMap((variant) => threadCounts.map((threads) => ({ label: `${variant} ×${threads}`, load: () => Kivi.load({ variant, threads }) })));
   for (const { label: variant, load } of sources) {
     const kivi = await load();
     for (const bits of bitsList) {

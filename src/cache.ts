@@ -10,9 +10,9 @@
 
 import type { WasmRuntime } from './wasm';
 import { describe, resolveOptions, type ResolvedOptions } from './options';
-import { bytesPerToken, decodeGroups, streamLayout, VALUE_BLOCK, type GroupListing, type StreamLayout } from './layout';
+import { bytesPerToken, decodeGroups, halfToNumber, streamLayout, VALUE_BLOCK, type GroupListing, type StreamLayout } from './layout';
 import { parseCache, serializeCache, type ParsedStream } from './serialize';
-import { Chunk, copyHeads, Stream } from './storage';
+import { Chunk, copyHeads, releaseChunk, Stream, type View } from './storage';
 import { tokensToFlush, undoRows, type StreamRole } from './schedule';
 import {
   Areas, ATTEND_JOB_BYTES, AttendMode, attendRanges, attendScratchBytes, attendTiles, COPY_JOB_BYTES, COPY_RECORD_BYTES,
@@ -322,8 +322,9 @@ export class KiviCache {
       // A shared chunk ending in a partly filled value block: the block continues in the new chunk.
       if (!writable && tail !== undefined) carried = tail.tokens % unitTokens;
       if (flush > inTail) {
+        // Chunks grow with what this stream holds alone, so that a fork starts small.
         const needed = Math.ceil((carried + flush - inTail) / unitTokens);
-        chunkUnits = Math.max(needed, Math.ceil(s.quantizedUnits / 2), 4);
+        chunkUnits = Math.max(needed, Math.ceil(s.ownUnits / 2), 4);
       }
     }
     // Residual rows: the rows after the flush, then the new ones, with the undo history before them.
@@ -479,16 +480,193 @@ export class KiviCache {
     }
     if (plan.flush > 0) {
       s.undo.push({ position, tokens: plan.flush, views: before });
-      // An entry can be undone while the rows it flushed are still before the live ones.
-      let history = 0;
+      // Only the newest flushes, undoRows of them in all, can be undone: their rows are the ones
+      // kept before the live rows (planStream keeps that many when it moves them).
+      const window = undoRows(this.options, s.layout.kind);
+      let total = 0;
       for (let i = s.undo.length - 1; i >= 0; i--) {
-        history += s.undo[i]!.tokens;
-        if (history > s.residualStart) {
+        total += s.undo[i]!.tokens;
+        if (total > window) {
           s.undo.splice(0, i + 1);
           break;
         }
       }
     }
+  }
+
+  /**
+   * Keeps the first `tokens` tokens of every layer (or of `layer`) and drops the rest: a rejected
+   * speculative draft, a regenerated reply, an edit. First the flushes of the dropped appends are
+   * undone (the f32 rows they quantized come back, as far as the undo window of SPEC.md holds them),
+   * so dropping up to R tokens leaves the cache bit-identical to one that never saw them. A cut
+   * into quantized tokens keeps their codes and halves, except that the surviving tokens of a partly
+   * dropped per-channel group return to the f32 residual as their values code·s + z (SPEC.md).
+   */
+  truncate(tokens: number, layer?: number): void {
+    const where = 'KiviCache.truncate';
+    this.checkUsable(where);
+    const layers = layer === undefined ? this.layerStates : [this.checkLayer(where, layer)];
+    if (typeof tokens !== 'number') throw new TypeError(`${where}: tokens must be a number, got ${describe(tokens)}`);
+    const held = Math.min(...layers.map((l) => l.tokens));
+    if (!Number.isInteger(tokens) || tokens < 0 || tokens > held) {
+      throw new RangeError(`${where}: tokens must be an integer from 0 to ${held} (the tokens ${layer === undefined ? 'every layer holds' : `layer ${layer} holds`}), got ${describe(tokens)}`);
+    }
+    // Rows for the tokens of partly dropped groups, allocated before anything changes.
+    const fresh: { stream: Stream; ptr: number; capacity: number }[] = [];
+    try {
+      for (const l of layers) {
+        for (const s of [l.keys, l.values]) {
+          const rows = this.truncatedGroupRows(l, s, tokens);
+          if (rows > s.residual.capacity) {
+            const capacity = Math.max(rows, this.residualRows(s));
+            fresh.push({ stream: s, ptr: this.runtime.alloc(this.options.kvHeads * capacity * this.rowBytes, 'residual tokens'), capacity });
+          }
+        }
+      }
+    } catch (error) {
+      for (const f of fresh) this.runtime.free(f.ptr);
+      throw error;
+    }
+    for (const l of layers) {
+      const sinks = Math.min(l.sinkCount, tokens);
+      for (const s of [l.keys, l.values]) {
+        this.undoFlushes(s, tokens);
+        const region = fresh.find((f) => f.stream === s);
+        this.cut(s, tokens - sinks, region);
+      }
+      l.sinkCount = sinks;
+      l.tokens = tokens;
+    }
+  }
+
+  /** Tokens of a partly dropped per-channel group that truncate(tokens) returns to the residual. */
+  private truncatedGroupRows(l: Layer, s: Stream, tokens: number): number {
+    if (s.layout.kind !== 'channel') return 0;
+    // The flushes truncate undoes first (undoFlushes).
+    let quantized = s.quantizedTokens;
+    for (let i = s.undo.length - 1; i >= 0 && s.undo[i]!.position >= tokens; i--) quantized -= s.undo[i]!.tokens;
+    const stored = tokens - Math.min(l.sinkCount, tokens);
+    return stored < quantized ? stored % s.layout.unitTokens : 0;
+  }
+
+  /** Undoes, newest first, the flushes of the appends that began at or after `position`. */
+  private undoFlushes(s: Stream, position: number): void {
+    while (s.undo.length > 0 && s.undo[s.undo.length - 1]!.position >= position) {
+      const entry = s.undo.pop()!;
+      const kept = new Set(entry.views.map((v) => v.chunk));
+      for (const view of s.views) if (!kept.has(view.chunk)) releaseChunk(this.runtime, view.chunk);
+      s.views = entry.views.map((v) => ({ chunk: v.chunk, tokens: v.tokens }));
+      s.quantizedTokens -= entry.tokens;
+      s.residualStart -= entry.tokens;
+      s.residualCount += entry.tokens;
+    }
+  }
+
+  /** Keeps the first `stored` tokens of a stream (after the sinks). */
+  private cut(s: Stream, stored: number, fresh: { ptr: number; capacity: number } | undefined): void {
+    if (stored >= s.quantizedTokens) {
+      s.residualCount = stored - s.quantizedTokens;
+      return;
+    }
+    s.undo = [];
+    const { kind, unitTokens } = s.layout;
+    const keep = kind === 'channel' ? Math.floor(stored / unitTokens) * unitTokens : stored;
+    if (fresh !== undefined) {
+      this.runtime.free(s.residual.ptr);
+      s.residual = { ptr: fresh.ptr, capacity: fresh.capacity };
+    }
+    s.residualStart = 0;
+    s.residualCount = stored - keep;
+    let first = 0;
+    const views: View[] = [];
+    for (const view of s.views) {
+      const end = first + view.tokens;
+      if (end <= keep) {
+        views.push(view);
+      } else {
+        // Holds tokens past `keep`: those of a partly dropped group (keep .. stored) come back as f32.
+        if (first <= keep && keep < end && s.residualCount > 0) this.dequantizeRows(s, view, keep - first, s.residualCount);
+        if (first < keep) views.push({ chunk: view.chunk, tokens: keep - first });
+        else releaseChunk(this.runtime, view.chunk);
+      }
+      first = end;
+    }
+    s.views = views;
+    s.quantizedTokens = keep;
+  }
+
+  /** Writes tokens [from, from + count) of a view's per-channel key blocks into residual rows 0.. as
+   *  f32 code·s + z (each product and sum rounded to f32, as SPEC.md's x'). */
+  private dequantizeRows(s: Stream, view: View, from: number, count: number): void {
+    const o = this.options;
+    const D = o.headDim;
+    const G = s.layout.unitTokens;
+    const bits = o.bits;
+    const mask = (1 << bits) - 1;
+    const codesPerPlane = ((G * bits) / 8) * D;
+    const rt = this.runtime;
+    const u8 = rt.u8;
+    const f32 = rt.f32;
+    const u16 = rt.u16;
+    for (let h = 0; h < o.kvHeads; h++) {
+      const block = view.chunk.ptr + h * s.chunkHeadStride(view.chunk) + Math.floor(from / G) * s.layout.headUnitBytes;
+      for (let t = 0; t < count; t++) {
+        const j = (from % G) + t;
+        const row = (s.residual.ptr + (h * s.residual.capacity + t) * this.rowBytes) >>> 2;
+        for (let c = 0; c < D; c++) {
+          const scale = halfToNumber(u16[(block + 2 * c) >>> 1]!);
+          const zero = halfToNumber(u16[(block + 2 * (D + c)) >>> 1]!);
+          const index = j * D + c;
+          const code = (u8[block + 4 * D + (index % codesPerPlane)]! >> (Math.floor(index / codesPerPlane) * bits)) & mask;
+          f32[row + c] = Math.fround(Math.fround(code * scale) + zero);
+        }
+      }
+    }
+  }
+
+  /**
+   * A new cache that continues from the same tokens: the quantized blocks are shared (held once
+   * for every fork; blocks never change once written), the f32 rows (sinks, residual) are copied.
+   * Appending, truncating or disposing one never changes another; each serializes on its own.
+   */
+  fork(): KiviCache {
+    const where = 'KiviCache.fork';
+    this.checkUsable(where);
+    const rt = this.runtime;
+    const H = this.options.kvHeads;
+    const copy = new KiviCache(rt, this.options, false);
+    try {
+      this.layerStates.forEach((l, i) => {
+        const c = copy.layerStates[i]!;
+        c.tokens = l.tokens;
+        c.sinkCount = l.sinkCount;
+        for (const role of ['keys', 'values'] as const) {
+          const from = l.stream(role);
+          const to = c.stream(role);
+          // The f32 rows first: they may fail to allocate, and the chunks are not shared yet.
+          if (from.residual.capacity > 0) {
+            to.residual = { ptr: rt.alloc(H * from.residual.capacity * this.rowBytes, 'residual tokens'), capacity: from.residual.capacity };
+            copyHeads(rt.u8, H, from.residual.ptr, from.residual.capacity, to.residual.ptr, to.residual.capacity, this.rowBytes, from.residualStart + from.residualCount);
+          }
+          if (from.sinks.capacity > 0) {
+            to.sinks = { ptr: rt.alloc(H * from.sinks.capacity * this.rowBytes, 'sink tokens'), capacity: from.sinks.capacity };
+            copyHeads(rt.u8, H, from.sinks.ptr, from.sinks.capacity, to.sinks.ptr, to.sinks.capacity, this.rowBytes, l.sinkCount);
+          }
+          to.residualStart = from.residualStart;
+          to.residualCount = from.residualCount;
+          to.quantizedTokens = from.quantizedTokens;
+          to.views = from.views.map((v) => {
+            v.chunk.refs++;
+            return { chunk: v.chunk, tokens: v.tokens };
+          });
+          to.undo = from.undo.map((e) => ({ ...e, views: e.views.map((v) => ({ ...v })) }));
+        }
+      });
+    } catch (error) {
+      copy.dispose();
+      throw error;
+    }
+    return copy;
   }
 
   /**

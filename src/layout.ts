@@ -132,3 +132,11 @@ export function clearValueSlots(layout: StreamLayout, o: ResolvedOptions, bytes:
     }
   }
 }
+
+/** The value of IEEE half bits (exact; the stored scales and zeros are always finite). */
+export function halfToNumber(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exponent = (h >> 10) & 0x1f;
+  const mantissa = h & 0x3ff;
+  return exponent === 0 ? sign * mantissa * 2 ** -24 : sign * (1024 + mantissa) * 2 ** (exponent - 25);
+}

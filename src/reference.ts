@@ -178,11 +178,15 @@ interface Stream {
   schedule: Schedule;
   /** every non-sink token [kvHeads*headDim] in time order: dequantized (float64) if quantized, else the f32 input. */
   tokens: Float64Array[];
+  /** the f32 rows the tokens were quantized from (what undoing a flush restores). */
+  inputs: Float64Array[];
   /** tokens[0 .. quantized) are quantized, tokens[quantized ..] are the f32 residual. */
   quantized: number;
   scales: number[];
   zeros: number[];
   codes: number[];
+  /** The flushes truncate can undo: the newest, undoTokens of them at most (SPEC.md, truncate). */
+  undo: { position: number; tokens: number; groups: number; codes: number }[];
 }
 
 interface Layer {
@@ -225,7 +229,7 @@ export class ReferenceCache {
     const keySchedule: Schedule = o.keyGrouping === 'token' ? 'token' : o.keyWindow;
     const valueSchedule: Schedule = o.valueGrouping === 'token' ? 'token' : 'chunked';
     const stream = (grouping: 'channel' | 'token', schedule: Schedule): Stream => ({
-      grouping, schedule, tokens: [], quantized: 0, scales: [], zeros: [], codes: [],
+      grouping, schedule, tokens: [], inputs: [], quantized: 0, scales: [], zeros: [], codes: [], undo: [],
     });
     this.layerState = [];
     for (let l = 0; l < o.layers; l++) {
@@ -251,8 +255,23 @@ export class ReferenceCache {
       throw new Error('ReferenceCache.append: keys and values must hold the same whole number (>= 1) of tokens');
     }
     if (this.options.bits !== 32) {
-      this.flush(st.keys);
-      this.flush(st.values);
+      for (const stream of [st.keys, st.values]) {
+        const before = { tokens: stream.quantized, groups: stream.scales.length, codes: stream.codes.length };
+        this.flush(stream);
+        if (stream.quantized > before.tokens) {
+          stream.undo.push({ position: st.tokens, tokens: stream.quantized - before.tokens, groups: before.groups, codes: before.codes });
+          // Only the newest flushes, undoTokens in all, can be undone.
+          const window = this.undoTokens(stream);
+          let total = 0;
+          for (let i = stream.undo.length - 1; i >= 0; i--) {
+            total += stream.undo[i]!.tokens;
+            if (total > window) {
+              stream.undo.splice(0, i + 1);
+              break;
+            }
+          }
+        }
+      }
     }
     const n = keys.length / w;
     for (let t = 0; t < n; t++) {
@@ -263,10 +282,74 @@ export class ReferenceCache {
         st.sinkValues.push(v);
       } else {
         st.keys.tokens.push(k);
+        st.keys.inputs.push(Float64Array.from(k));
         st.values.tokens.push(v);
+        st.values.inputs.push(Float64Array.from(v));
       }
       st.tokens++;
     }
+  }
+
+  /** Flushed tokens of a stream that truncate can undo: R + G per channel, R per token (SPEC.md). */
+  private undoTokens(s: Stream): number {
+    const { residual: R, groupSize: G } = this.options;
+    if (R === 0) return 0;
+    return s.grouping === 'channel' ? R + G : R;
+  }
+
+  /**
+   * Keeps the first `tokens` tokens of `layer` (or of every layer): first the flushes of the
+   * appends that began at or after `tokens` are undone, newest first, as far as the undo window
+   * holds them (their f32 inputs come back); then every token after the first `tokens` is dropped.
+   * A cut into quantized tokens keeps their codes and halves, except that the surviving tokens of
+   * a partly dropped per-channel group return to the residual as f32 code·s + z; it also empties
+   * the undo window.
+   */
+  truncate(tokens: number, layer?: number): void {
+    const layers = layer === undefined ? this.layerState : [this.layer(layer)];
+    for (const st of layers) {
+      if (!Number.isInteger(tokens) || tokens < 0 || tokens > st.tokens) throw new Error('ReferenceCache.truncate: tokens out of range');
+      const sinks = Math.min(st.sinkKeys.length, tokens);
+      st.sinkKeys.length = st.sinkValues.length = sinks;
+      const stored = tokens - sinks;
+      for (const s of [st.keys, st.values]) {
+        while (s.undo.length > 0 && s.undo[s.undo.length - 1]!.position >= tokens) {
+          const entry = s.undo.pop()!;
+          s.quantized -= entry.tokens;
+          s.scales.length = s.zeros.length = entry.groups;
+          s.codes.length = entry.codes;
+          for (let t = s.quantized; t < s.quantized + entry.tokens; t++) s.tokens[t] = Float64Array.from(s.inputs[t]!);
+        }
+        s.tokens.length = s.inputs.length = Math.min(s.tokens.length, stored);
+        if (stored >= s.quantized) continue;
+        s.undo = [];
+        const keep = s.grouping === 'channel' ? Math.floor(stored / this.options.groupSize) * this.options.groupSize : stored;
+        const perGroup = s.grouping === 'channel' ? this.options.groupSize : this.tokenGroup;
+        const groupsPerToken = s.grouping === 'channel' ? this.options.kvHeads * this.options.headDim / this.options.groupSize : this.width / this.tokenGroup;
+        // The surviving tokens of a partly dropped per-channel group: their stored values, as f32.
+        for (let t = keep; t < stored; t++) {
+          s.tokens[t] = s.tokens[t]!.map((x) => Math.fround(x));
+          s.inputs[t] = Float64Array.from(s.tokens[t]!);
+        }
+        s.scales.length = s.zeros.length = keep * groupsPerToken;
+        s.codes.length = keep * groupsPerToken * perGroup;
+        s.quantized = keep;
+      }
+      st.tokens = tokens;
+    }
+  }
+
+  /** An independent copy (what `cache.fork()` must behave as). */
+  fork(): ReferenceCache {
+    const copy = new ReferenceCache(this.options);
+    const rows = (list: Float64Array[]) => list.map((r) => Float64Array.from(r));
+    const stream = (s: Stream): Stream => ({
+      ...s, tokens: rows(s.tokens), inputs: rows(s.inputs), scales: [...s.scales], zeros: [...s.zeros], codes: [...s.codes], undo: s.undo.map((e) => ({ ...e })),
+    });
+    copy.layerState.splice(0, copy.layerState.length, ...this.layerState.map((l) => ({
+      tokens: l.tokens, sinkKeys: rows(l.sinkKeys), sinkValues: rows(l.sinkValues), keys: stream(l.keys), values: stream(l.values),
+    })));
+    return copy;
   }
 
   private flush(s: Stream): void {

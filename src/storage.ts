@@ -74,6 +74,13 @@ export class Stream {
     return units;
   }
 
+  /** Units of the chunks this stream alone holds. */
+  get ownUnits(): number {
+    let units = 0;
+    for (const view of this.views) if (view.chunk.refs === 1) units += this.viewUnits(view);
+    return units;
+  }
+
   /** The last view, if this stream may write after its tokens (it alone holds the chunk). */
   get writableTail(): View | undefined {
     const tail = this.views[this.views.length - 1];

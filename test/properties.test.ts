@@ -109,7 +109,9 @@ type Op =
   | { kind: 'attend'; layer: number; q: number; fault: 'none' | 'too-many' | 'scale' | 'out-length' }
   | { kind: 'stats'; layer: number }
   | { kind: 'dispose' }
-  | { kind: 'roundtrip'; disposeOld: boolean };
+  | { kind: 'roundtrip'; disposeOld: boolean }
+  | { kind: 'truncate'; layer: number; back: number; fault: 'none' | 'too-many' | 'negative' | 'type' }
+  | { kind: 'fork'; disposeOld: boolean };
 
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 14, arbitrary: fc.record({ kind: fc.constant('append' as const), layer: fc.nat({ max: 3 }), n: fc.integer({ min: 1, max: 40 }), fault: fc.constantFrom('none', 'none', 'none', 'layer', 'type', 'mismatch', 'nan', 'huge', 'empty') as fc.Arbitrary<'none'> }) },
@@ -117,6 +119,9 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('stats' as const), layer: fc.nat({ max: 3 }) }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('dispose' as const) }) },
   { weight: 3, arbitrary: fc.record({ kind: fc.constant('roundtrip' as const), disposeOld: fc.boolean() }) },
+  // layer 4: every layer at once.
+  { weight: 4, arbitrary: fc.record({ kind: fc.constant('truncate' as const), layer: fc.nat({ max: 4 }), back: fc.integer({ min: 0, max: 60 }), fault: fc.constantFrom('none', 'none', 'none', 'too-many', 'negative', 'type') as fc.Arbitrary<'none'> }) },
+  { weight: 3, arbitrary: fc.record({ kind: fc.constant('fork' as const), disposeOld: fc.boolean() }) },
 );
 
 /** Everything observable, for "state unchanged" (attention of the newest token as raw bits). */
@@ -134,11 +139,11 @@ function observe(cache: KiviCache): unknown {
 
 describe('random operation sequences against a model', () => {
   it('every operation matches the model or throws the documented TypeError/RangeError with state unchanged', () => {
-    const seen = { appended: 0, attended: 0, refused: 0, roundtrips: 0, disposed: 0 };
+    const seen = { appended: 0, attended: 0, refused: 0, roundtrips: 0, disposed: 0, truncated: 0, forked: 0 };
     fc.assert(
       fc.property(optionsArb, fc.array(opArb, { minLength: 5, maxLength: 30, size: 'max' }), fc.integer({ min: 0, max: 2 ** 31 - 1 }), (options, ops, seed) => {
         let cache = kivi.createCache(options);
-        const ref = new ReferenceCache(referenceOptions(options));
+        let ref = new ReferenceCache(referenceOptions(options));
         let disposed = false;
         const rng = new Rng(seed);
         const { kvHeads, headDim, layers } = options;
@@ -157,6 +162,8 @@ describe('random operation sequences against a model', () => {
           seen.refused++;
         };
         const extra: KiviCache[] = [];
+        /** Earlier caches a fork was taken from, with their models: forks must never change them. */
+        const parents: { cache: KiviCache; ref: ReferenceCache }[] = [];
         try {
           for (const [i, op] of ops.entries()) {
             const what = `op ${i} ${JSON.stringify(op)} on ${JSON.stringify(options)}`;
@@ -179,6 +186,45 @@ describe('random operation sequences against a model', () => {
               cache = restored;
               seen.roundtrips++;
               for (let l = 0; l < layers; l++) expect(statsOf(cache, l), `${what}: restored stats`).toEqual(refStatsOf(ref, l));
+              continue;
+            }
+            if (op.kind === 'fork') {
+              if (disposed) {
+                expectRefused(() => cache.fork(), TypeError, /disposed/, what);
+                continue;
+              }
+              const fork = cache.fork();
+              const forkRef = ref.fork();
+              if (op.disposeOld) cache.dispose();
+              else parents.push({ cache, ref });
+              cache = fork;
+              ref = forkRef;
+              seen.forked++;
+              for (let l = 0; l < layers; l++) expect(statsOf(cache, l), `${what}: fork stats`).toEqual(refStatsOf(ref, l));
+              continue;
+            }
+            if (op.kind === 'truncate') {
+              const all = op.layer === 4;
+              const target = all ? undefined : op.layer === 3 ? layers : op.layer % layers;
+              if (disposed) {
+                expectRefused(() => cache.truncate(0), TypeError, /disposed/, what);
+                continue;
+              }
+              if (target === layers) {
+                expectRefused(() => cache.truncate(0, layers), RangeError, /layer must be an integer/, what);
+                continue;
+              }
+              const held = Math.min(...Array.from({ length: layers }, (_, l) => ref.stats(l).tokens).filter((_, l) => all || l === target));
+              if (op.fault === 'too-many') expectRefused(() => cache.truncate(held + 1 + op.back, target), RangeError, /tokens must be an integer from 0 to/, what);
+              else if (op.fault === 'negative') expectRefused(() => cache.truncate(-1 - op.back, target), RangeError, /tokens must be an integer from 0 to/, what);
+              else if (op.fault === 'type') expectRefused(() => cache.truncate(String(held) as unknown as number, target), TypeError, /tokens must be a number/, what);
+              else {
+                const keep = Math.max(0, held - op.back);
+                cache.truncate(keep, target);
+                ref.truncate(keep, target);
+                seen.truncated++;
+                for (let l = 0; l < layers; l++) expect(statsOf(cache, l), `${what}: stats of layer ${l}`).toEqual(refStatsOf(ref, l));
+              }
               continue;
             }
             const badLayer = op.layer === 3; // one past the last layer
@@ -237,19 +283,33 @@ describe('random operation sequences against a model', () => {
             }
           }
           if (!disposed) checkCodes(cache, ref, `end of ${JSON.stringify(options)}`);
+          for (const [i, p] of parents.entries()) {
+            if (p.cache.isDisposed) continue;
+            checkCodes(p.cache, p.ref, `parent ${i} of a fork, at the end`);
+            for (let l = 0; l < layers; l++) {
+              expect(statsOf(p.cache, l), `parent ${i}: stats of layer ${l}`).toEqual(refStatsOf(p.ref, l));
+              const tokens = p.ref.stats(l).tokens;
+              if (tokens === 0) continue;
+              const q = syntheticKv(rng, 1, queryHeads, headDim, 'queries');
+              expect(relativeL2(p.cache.attend(l, q), p.ref.attend(l, q)), `parent ${i}: attention`).toBeLessThan(2e-3);
+            }
+          }
         } finally {
           cache.dispose();
           for (const c of extra) c.dispose();
+          for (const p of parents) p.cache.dispose();
         }
       }),
-      { numRuns: 80, seed: SEED },
+      { numRuns: 120, seed: SEED },
     );
     console.log(`operation sequences: ${JSON.stringify(seen)}`);
     // The sequences exercised every kind of operation (the counts cover fast-check's shrinking runs too).
     expect(seen.appended).toBeGreaterThan(100);
-    expect(seen.attended).toBeGreaterThan(40);
+    expect(seen.attended).toBeGreaterThan(30);
     expect(seen.refused).toBeGreaterThan(100);
     expect(seen.disposed).toBeGreaterThan(10);
     expect(seen.roundtrips).toBeGreaterThan(10);
+    expect(seen.truncated).toBeGreaterThan(20);
+    expect(seen.forked).toBeGreaterThan(10);
   });
 });

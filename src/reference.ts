@@ -563,6 +563,60 @@ export function attentionF64(
   return out;
 }
 
+/**
+ * The same attention as attentionF64, evaluated as SPEC.md's split-K: ranges of `rangeTokens` tokens
+ * after the first `sinks` (range 0 = [0, sinks + L)), each giving (max, Σ exp, Σ exp·v), folded in
+ * range order and divided at the end. In float64 it equals attentionF64 to rounding: the fold is an
+ * identity of the softmax, not an approximation.
+ */
+export function attentionSplitF64(
+  queries: Float32Array | Float64Array, keys: Float64Array | Float32Array, values: Float64Array | Float32Array,
+  tokens: number, qTokens: number, queryHeads: number, kvHeads: number, headDim: number, sinks: number, rangeTokens: number, scale?: number,
+): Float64Array {
+  const D = headDim;
+  const sc = scale ?? 1 / Math.sqrt(D);
+  const groupRatio = queryHeads / kvHeads;
+  const out = new Float64Array(qTokens * queryHeads * D);
+  const starts = [0];
+  for (let at = sinks + rangeTokens; at < tokens; at += rangeTokens) starts.push(at);
+  for (let i = 0; i < qTokens; i++) {
+    const visible = tokens - qTokens + i + 1;
+    for (let h = 0; h < queryHeads; h++) {
+      const kvh = Math.floor(h / groupRatio);
+      const qOff = (i * queryHeads + h) * D;
+      let M = -Infinity;
+      let S = 0;
+      const O = new Float64Array(D);
+      starts.forEach((start, r) => {
+        const end = Math.min(visible, r + 1 < starts.length ? starts[r + 1]! : tokens);
+        if (end <= start) return;
+        const scores: number[] = [];
+        for (let t = start; t < end; t++) {
+          let dot = 0;
+          for (let c = 0; c < D; c++) dot += queries[qOff + c]! * keys[(t * kvHeads + kvh) * D + c]!;
+          scores.push(sc * dot);
+        }
+        const m = Math.max(...scores);
+        let s = 0;
+        const o = new Float64Array(D);
+        scores.forEach((score, j) => {
+          const p = Math.exp(score - m);
+          s += p;
+          for (let c = 0; c < D; c++) o[c]! += p * values[((start + j) * kvHeads + kvh) * D + c]!;
+        });
+        const next = Math.max(M, m);
+        const a = Math.exp(M - next);
+        const b = Math.exp(m - next);
+        S = S * a + s * b;
+        for (let c = 0; c < D; c++) O[c] = O[c]! * a + o[c]! * b;
+        M = next;
+      });
+      for (let c = 0; c < D; c++) out[qOff + c] = O[c]! / S;
+    }
+  }
+  return out;
+}
+
 /** relative L2 error ||a-b|| / ||b|| */
 export function relativeL2(a: ArrayLike<number>, b: ArrayLike<number>): number {
   if (a.length !== b.length) throw new Error('relativeL2: length mismatch');

@@ -1,7 +1,7 @@
 // Pins down the float64 reference (src/reference.ts) so it can serve as the oracle for the kernels.
 import { describe, it, expect } from 'vitest';
 import {
-  ReferenceCache, Rng, attentionF64, f16BitsToF32, f32ToF16Bits, quantizeGroup, relativeL2, roundHalfEven,
+  ReferenceCache, Rng, attentionF64, attentionSplitF64, f16BitsToF32, f32ToF16Bits, quantizeGroup, relativeL2, roundHalfEven,
   syntheticKv, type GroupListing, type ReferenceOptions,
 } from '../src/reference';
 
@@ -443,6 +443,18 @@ function direct(q: ArrayLike<number>, k: ArrayLike<number>, v: ArrayLike<number>
 }
 
 describe('attention', () => {
+  it('split-K (ranges folded in order, SPEC.md) is the same softmax: it equals attentionF64 to float64 rounding', () => {
+    const rng = new Rng(77);
+    for (const [N, qTokens, sinks, L] of [[1000, 1, 0, 256], [1000, 9, 3, 256], [700, 700, 4, 64], [33, 2, 0, 32], [300, 1, 1, 32]] as const) {
+      const k = syntheticKv(rng, N, 2, 16, 'keys');
+      const v = syntheticKv(rng, N, 2, 16, 'values');
+      const q = syntheticKv(rng, qTokens, 4, 16, 'queries').map((x) => 3 * x); // peaked softmax: ranges differ in max
+      const want = attentionF64(q, k, v, N, qTokens, 4, 2, 16);
+      const got = attentionSplitF64(q, k, v, N, qTokens, 4, 2, 16, sinks, L);
+      expect(relativeL2(got, want), `N ${N}, ${qTokens} queries, ${sinks} sinks, L ${L}`).toBeLessThan(1e-13);
+    }
+  });
+
   it('an exact f32 cache (bits 32, or right after a prefill) equals a direct float64 softmax', () => {
     const o = opts({ headDim: 16, kvHeads: 2, queryHeads: 2, residual: 8, groupSize: 4 });
     for (const bits of [32, 2] as const) {

@@ -13,6 +13,7 @@ import { describe, resolveOptions, type ResolvedOptions } from './options';
 import { bytesPerToken, decodeGroups, halfToNumber, streamLayout, VALUE_BLOCK, type GroupListing, type StreamLayout } from './layout';
 import { parseCache, serializeCache, type ParsedStream } from './serialize';
 import { Chunk, copyHeads, releaseChunk, Stream, type View } from './storage';
+import { serializeStream, type CacheStream, type SerializeStreamOptions } from './stream';
 import { tokensToFlush, undoRows, type StreamRole } from './schedule';
 import {
   Areas, ATTEND_JOB_BYTES, AttendMode, attendRanges, attendScratchBytes, attendTiles, COPY_JOB_BYTES, COPY_RECORD_BYTES,
@@ -132,6 +133,8 @@ export class KiviCache {
   /** Tokens per attention range: a multiple of every block size (G, 32). */
   private readonly rangeTokens: number;
   private disposed = false;
+  /** Counts the changes of the stored tokens (a stream being read checks it, stream.ts). */
+  private revision = 0;
 
   /** @internal Use `kivi.createCache(options)`. `reserve: false` skips the maxTokens reservation
    *  (a restored or forked cache holds only what its tokens need; its options keep maxTokens). */
@@ -297,6 +300,7 @@ export class KiviCache {
       for (const plan of plans) this.commit(state, plan, position, added);
       state.sinkCount += sinkTake;
       state.tokens += n;
+      this.revision++;
     } finally {
       rt.trimWorkspace(WORKSPACE_KEEP_BYTES);
     }
@@ -537,6 +541,7 @@ export class KiviCache {
       l.sinkCount = sinks;
       l.tokens = tokens;
     }
+    this.revision++;
   }
 
   /** Tokens of a partly dropped per-channel group that truncate(tokens) returns to the residual. */
@@ -874,6 +879,20 @@ export class KiviCache {
     return serializeCache(this.options, this.layerStates, () => this.runtime.u8);
   }
 
+  /** The cache in the streamed format (docs/FORMAT.md, version 2): a ReadableStream (also
+   *  async-iterable) of chunks of at most `chunkBytes`, each read from wasm memory when the consumer
+   *  asks for it. Appending to, truncating or disposing the cache before the stream ends makes its
+   *  next read fail with a TypeError. */
+  serializeStream(options?: SerializeStreamOptions): CacheStream {
+    this.checkUsable('KiviCache.serializeStream');
+    return serializeStream(this, options);
+  }
+
+  /** @internal The regions behind the cache, for the streamed format (src/stream.ts). */
+  get storage(): { readonly runtime: WasmRuntime; readonly layers: readonly Layer[]; readonly revision: number } {
+    return { runtime: this.runtime, layers: this.layerStates, revision: this.revision };
+  }
+
   /** @internal Use `kivi.restoreCache(bytes)`. Everything is checked (src/serialize.ts) before wasm memory is touched. */
   static restore(runtime: WasmRuntime, bytes: unknown): KiviCache {
     const parsed = parseCache(bytes);
@@ -918,6 +937,7 @@ export class KiviCache {
   /** Frees the cache's memory for reuse by later caches; later calls throw. A second dispose() does nothing. */
   dispose(): void {
     if (this.disposed) return;
+    this.revision++;
     this.release();
     this.disposed = true;
   }

@@ -5,6 +5,8 @@ import { KiviCache } from './cache';
 import { describe } from './options';
 import type { CacheOptions } from './options';
 import { builtinBuild } from './builtin';
+import { restoreFramed, restoreFromSource, type CacheSource, type RestoreStreamOptions } from './stream';
+import { isStreamFormat } from './stream-format';
 import { BUILDS, buildOf, VARIANTS, type Build, type BuildName, type VariantName } from './variants';
 import { instantiateChecked, WASM32_MAX_BYTES, WasmRuntime } from './wasm';
 import { hardwareConcurrency, threadsUnavailable } from './pool/host';
@@ -156,7 +158,22 @@ export class Kivi {
    *  throws TypeError/RangeError on anything malformed, without touching other caches. */
   restoreCache(bytes: Uint8Array | ArrayBuffer): KiviCache {
     this.checkOpen('restoreCache');
+    const whole = bytes instanceof ArrayBuffer ? new Uint8Array(bytes) : bytes;
+    if (whole instanceof Uint8Array && isStreamFormat(whole)) return restoreFramed(this.runtime, whole, (o) => new KiviCache(this.runtime, o, false));
     return KiviCache.restore(this.runtime, bytes);
+  }
+
+  /** Restores a cache from a stream (docs/FORMAT.md: version 2 as `cache.serializeStream()` writes
+   *  it, frame by frame, or a version 1 file): a ReadableStream, an async iterable or an array of
+   *  Uint8Array chunks, split anywhere. Every frame is checked before its bytes reach the cache; on
+   *  anything malformed it rejects with a TypeError/RangeError and frees what it allocated. */
+  restoreCacheStream(source: CacheSource, options?: RestoreStreamOptions): Promise<KiviCache> {
+    try {
+      this.checkOpen('restoreCacheStream');
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return restoreFromSource(this.runtime, source, options, (o) => new KiviCache(this.runtime, o, false), (bytes) => KiviCache.restore(this.runtime, bytes));
   }
 
   /** Terminates the worker threads. The instance and its caches are unusable afterwards (their

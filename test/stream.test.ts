@@ -195,7 +195,7 @@ describe('serializeStream / restoreCacheStream', () => {
     expect(header.getUint32(16, true)).toBe(cache.serialize().length - 48 - 24 * o.layers);
     expect(header.getUint32(16, true)).toBeGreaterThanOrEqual(cache.stats().bytes);
     const withoutChecksums = chunks.map((c) => c.subarray(0, c.length - 4));
-    let covered = new Uint8Array(0);
+    let covered: Uint8Array = new Uint8Array(0);
     chunks.forEach((c, k) => {
       if (k > 0) expect(new DataView(c.buffer).getUint32(0, true)).toBe(k);
       covered = concat([covered, withoutChecksums[k]!]);

@@ -1,5 +1,6 @@
-// npm run fuzz — feeds kivi.restoreCache() malformed serialized caches (docs/FORMAT.md), and
-// parseGguf() malformed GGUF files (--target gguf).
+// npm run fuzz — feeds kivi.restoreCache() malformed serialized caches (docs/FORMAT.md),
+// kivi.restoreCacheStream() malformed streams (--target stream), and parseGguf() malformed GGUF
+// files (--target gguf).
 //
 // Every case must either restore a cache that then attends, appends and attends again without
 // throwing, with consistent stats(), or throw a TypeError/RangeError: anything else (another error
@@ -8,6 +9,14 @@
 // recomputed (so the parser's own checks run, not only the checksum), plus targeted rewrites of
 // header and count fields with boundary values.
 //
+// Streams (--target stream): streams of the seed caches in small frames (version 2), fed as arrays,
+// async iterables or ReadableStreams, with frames dropped, repeated, swapped or taken from another
+// stream, bytes flipped or changed (with the chained CRCs recomputed in most cases, so the header
+// and frame checks run), length fields rewritten, truncations, garbage appended to a chunk, a chunk
+// far larger than any frame, the stream cut into other pieces (which must restore), and a source
+// that throws midway. Every case must restore a cache that then works, or reject with a
+// TypeError/RangeError having freed every block it allocated.
+//
 // GGUF (--target gguf): every case must either parse into a model and tokenizer that then encode,
 // decode and run two tokens through a LlamaRunner (a RangeError from the run is allowed: a
 // well-formed file may hold weights that make the activations non-finite, which the cache refuses),
@@ -15,7 +24,7 @@
 // mutations as above, mostly inside the header (where the counts, lengths, types and offsets are),
 // plus u32/u64 boundary values written at random header offsets.
 //
-// Usage: npx tsx scripts/fuzz.ts [--target restore|gguf] [--cases N] [--seconds S] [--seed K]
+// Usage: npx tsx scripts/fuzz.ts [--target restore|stream|gguf] [--cases N] [--seconds S] [--seed K]
 //                               [--variant auto|relaxed-simd|simd|scalar]
 //                               [--max-memory BYTES (Kivi.load's maxMemoryBytes, default 512 MiB)]
 // Stops at whichever of N cases or S seconds comes first; exits 1 on any failure.
@@ -23,6 +32,8 @@
 import { Kivi, type CacheOptions, type KiviCache } from '../src/index';
 import { Rng } from '../src/reference';
 import { crc32, HEADER_BYTES, LAYER_HEADER_BYTES } from '../src/serialize';
+import { crc32Update, FRAME_OVERHEAD, STREAM_FIXED_HEADER_BYTES } from '../src/stream-format';
+import type { WasmRuntime } from '../src/wasm';
 import { randomGguf } from '../src/gguf/convert';
 import { parseGguf } from '../src/gguf/model';
 import { readGguf } from '../src/gguf/read';
@@ -217,6 +228,222 @@ export function runFuzz(kivi: Kivi, options: { cases: number; seconds: number; s
 }
 
 // ---------------------------------------------------------------------------------------------
+// Streams (format version 2)
+
+/** Frames of the seed caches, in small frames and blocks so that a stream has many of each. */
+export async function streamSeeds(kivi: Kivi, seed = 2): Promise<Uint8Array[][]> {
+  const rng = new FuzzRng(seed);
+  const seeds: Uint8Array[][] = [];
+  for (const [o, appends] of SEED_CONFIGS) {
+    for (const chunkBytes of [200, 700]) {
+      const cache = kivi.createCache(o);
+      for (let l = 0; l < o.layers; l++) for (const n of appends) cache.append(l, fill(rng, n * o.kvHeads * o.headDim), fill(rng, n * o.kvHeads * o.headDim));
+      const frames: Uint8Array[] = [];
+      const unit = Math.max(32, o.groupSize ?? 32);
+      for await (const frame of cache.serializeStream({ chunkBytes: Math.max(chunkBytes, 68 + 24 * o.layers), blockTokens: unit })) frames.push(frame);
+      cache.dispose();
+      seeds.push(frames);
+    }
+  }
+  return seeds;
+}
+
+/** Recomputes the header frame's CRC-32 and the chain of every data frame after it. */
+function resignFrames(frames: Uint8Array[]): void {
+  let crc = 0;
+  frames.forEach((f, k) => {
+    if (f.length < (k === 0 ? STREAM_FIXED_HEADER_BYTES : FRAME_OVERHEAD)) return;
+    crc = crc32Update(k === 0 ? 0 : crc, f, 0, f.length - 4);
+    new DataView(f.buffer, f.byteOffset, f.byteLength).setUint32(f.length - 4, crc, true);
+  });
+}
+
+function concatBytes(chunks: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
+}
+
+interface StreamCase {
+  chunks: Uint8Array[];
+  kind: string;
+  /** Throw from the source at this chunk (a stream that errors midway). */
+  failAt?: number;
+  /** A valid stream cut into other pieces: it must restore. */
+  mustRestore?: boolean;
+}
+
+function mutateStream(rng: FuzzRng, seed: Uint8Array[], other: Uint8Array[]): StreamCase {
+  const frames: Uint8Array[] = seed.map((f) => f.slice());
+  const k = 1 + rng.int(Math.max(1, frames.length - 1));
+  const choice = rng.int(12);
+  let kind: string;
+  let resign = false;
+  switch (choice) {
+    case 0: kind = 'frame dropped'; frames.splice(k, 1); break;
+    case 1: kind = 'frame repeated'; frames.splice(k, 0, frames[k]?.slice() ?? new Uint8Array(0)); break;
+    case 2: {
+      kind = 'frames swapped';
+      const j = rng.int(frames.length);
+      [frames[k], frames[j]] = [frames[j]!, frames[k]!];
+      break;
+    }
+    case 3: {
+      kind = 'frame of another stream';
+      if (other[k] !== undefined) frames[k] = other[k]!.slice();
+      break;
+    }
+    case 4: {
+      kind = 'bit flips';
+      for (let i = 1 + rng.int(3); i > 0; i--) { const f = rng.pick(frames); if (f.length) f[rng.int(f.length)]! ^= 1 << rng.int(8); }
+      resign = rng.next() < 0.5;
+      break;
+    }
+    case 5: {
+      kind = 'header field rewrite';
+      const h = frames[0]!;
+      const view = new DataView(h.buffer);
+      const at = rng.pick([8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52, 56, ...Array.from({ length: Math.min(12, (h.length - 68) / 4) }, (_, i) => 64 + 4 * i)]);
+      if (rng.next() < 0.3) h[60 + rng.int(4)] = rng.pick([0, 1, 2, 3, 4, 8, 16, 32, 255]);
+      else if (at + 4 <= h.length) view.setUint32(at, rng.next() < 0.5 ? rng.pick(INTERESTING) : (view.getUint32(at, true) + rng.int(65) - 32) >>> 0, true);
+      resign = rng.next() < 0.8;
+      break;
+    }
+    case 6: {
+      kind = 'length field rewrite';
+      const f = frames[k];
+      if (f !== undefined && f.length >= 8) new DataView(f.buffer).setUint32(4, rng.pick(INTERESTING), true);
+      resign = rng.next() < 0.5;
+      break;
+    }
+    case 7: {
+      kind = 'truncation';
+      const bytes = concatBytes(frames);
+      return { chunks: [bytes.slice(0, rng.int(bytes.length))], kind };
+    }
+    case 8: {
+      kind = 'garbage after a chunk';
+      const extra = new Uint8Array(1 + rng.int(64)).map(() => rng.int(256));
+      const f = frames[k] ?? frames[0]!;
+      frames[frames.indexOf(f)] = concatBytes([f, extra]);
+      break;
+    }
+    case 9: {
+      kind = 'a chunk far larger than a frame';
+      frames.splice(k, 0, new Uint8Array((1 << 20) + rng.int(1 << 20)).fill(rng.int(256)));
+      break;
+    }
+    case 10: {
+      kind = 'stream cut into other pieces';
+      const bytes = concatBytes(frames);
+      const pieces: Uint8Array[] = [];
+      for (let at = 0; at < bytes.length;) {
+        const n = 1 + rng.int(rng.pick([3, 40, 500]));
+        pieces.push(bytes.slice(at, at + n));
+        at += n;
+      }
+      return { chunks: pieces, kind, mustRestore: true };
+    }
+    default: {
+      kind = 'source fails midway';
+      return { chunks: frames, kind, failAt: rng.int(frames.length) };
+    }
+  }
+  if (resign) {
+    resignFrames(frames);
+    kind += ' + crc';
+  }
+  return { chunks: frames, kind };
+}
+
+/** The chunks as one of the three kinds of source restoreCacheStream takes. */
+function sourceOf(rng: FuzzRng, c: StreamCase): unknown {
+  const { chunks, failAt } = c;
+  const form = failAt !== undefined ? 1 + rng.int(2) : rng.int(3);
+  if (form === 0) return chunks;
+  if (form === 1) {
+    return (async function* () {
+      for (const [i, chunk] of chunks.entries()) {
+        if (i === failAt) throw new Error('the source failed');
+        yield chunk;
+      }
+    })();
+  }
+  let i = 0;
+  return new ReadableStream<Uint8Array>({
+    pull(controller) {
+      if (i === failAt) controller.error(new Error('the source failed'));
+      else if (i < chunks.length) controller.enqueue(chunks[i++]!);
+      else controller.close();
+    },
+  });
+}
+
+/** Counts the blocks a runtime has allocated and not freed. */
+function liveBlocks(rt: WasmRuntime): { count(): number; stop(): void } {
+  const alloc = rt.alloc, free = rt.free;
+  const live = new Set<number>();
+  rt.alloc = (bytes, what) => {
+    const ptr = alloc.call(rt, bytes, what);
+    live.add(ptr);
+    return ptr;
+  };
+  rt.free = (ptr) => {
+    live.delete(ptr);
+    free.call(rt, ptr);
+  };
+  return { count: () => live.size, stop: () => { rt.alloc = alloc; rt.free = free; } };
+}
+
+export async function runStreamFuzz(kivi: Kivi, options: { cases: number; seconds: number; seed?: number }): Promise<FuzzResult> {
+  const rng = new FuzzRng(options.seed ?? 12345);
+  const seeds = await streamSeeds(kivi);
+  // The same configurations again from other data: frames that belong to another stream.
+  const others = await streamSeeds(kivi, 3);
+  const result: FuzzResult = { cases: 0, restored: 0, typeErrors: 0, rangeErrors: 0, failures: [], slowestMs: 0, seconds: 0, byKind: {} };
+  const rt = (kivi as unknown as { runtime: WasmRuntime }).runtime;
+  const started = performance.now();
+  const deadline = started + options.seconds * 1000;
+  while (result.cases < options.cases && performance.now() < deadline) {
+    const which = rng.int(seeds.length);
+    const c = mutateStream(rng, seeds[which]!, others[which]!);
+    const t0 = performance.now();
+    result.cases++;
+    result.byKind[c.kind] = (result.byKind[c.kind] ?? 0) + 1;
+    const blocks = liveBlocks(rt);
+    let cache: KiviCache | null = null;
+    try {
+      cache = await kivi.restoreCacheStream(sourceOf(rng, c) as Uint8Array[]);
+    } catch (error) {
+      if (error instanceof TypeError) result.typeErrors++;
+      else if (error instanceof RangeError) result.rangeErrors++;
+      else result.failures.push(`${c.kind}: restoreCacheStream threw ${String(error)}`);
+      if (c.mustRestore) result.failures.push(`${c.kind}: a valid stream was refused: ${String(error)}`);
+      if (blocks.count() !== 0) result.failures.push(`${c.kind}: a failed restore left ${blocks.count()} blocks allocated`);
+    } finally {
+      blocks.stop();
+    }
+    if (cache !== null) {
+      result.restored++;
+      try {
+        const problem = exercise(cache, rng);
+        if (problem !== null) result.failures.push(`${c.kind}: restored cache inconsistent: ${problem}`);
+      } catch (error) {
+        result.failures.push(`${c.kind}: restored cache threw ${String(error)}`);
+      }
+      cache.dispose();
+    }
+    result.slowestMs = Math.max(result.slowestMs, performance.now() - t0);
+  }
+  result.seconds = (performance.now() - started) / 1000;
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------------
 // GGUF
 
 /** Valid small GGUF files to mutate: one per weight type. */
@@ -360,11 +587,11 @@ async function main(): Promise<void> {
     return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : fallback;
   };
   if (args.includes('--help')) {
-    console.log('Usage: tsx scripts/fuzz.ts [--target restore|gguf] [--cases N] [--seconds S] [--seed K] [--variant auto|relaxed-simd|simd|scalar] [--max-memory BYTES]');
+    console.log('Usage: tsx scripts/fuzz.ts [--target restore|stream|gguf] [--cases N] [--seconds S] [--seed K] [--variant auto|relaxed-simd|simd|scalar] [--max-memory BYTES]');
     return;
   }
   const target = arg('target', 'restore');
-  if (target !== 'restore' && target !== 'gguf') throw new Error(`--target expects restore or gguf, got ${JSON.stringify(target)}`);
+  if (target !== 'restore' && target !== 'stream' && target !== 'gguf') throw new Error(`--target expects restore, stream or gguf, got ${JSON.stringify(target)}`);
   const cases = Number(arg('cases', '1000000000'));
   const seconds = Number(arg('seconds', '60'));
   const seed = Number(arg('seed', String(Date.now() % 2 ** 31)));
@@ -373,8 +600,8 @@ async function main(): Promise<void> {
   // window per head) are large: bound them as a service restoring untrusted caches would.
   const maxMemoryBytes = Number(arg('max-memory', String(512 * 2 ** 20)));
   const kivi = await Kivi.load({ variant, maxMemoryBytes });
-  console.log(`fuzzing ${target === 'gguf' ? 'parseGguf' : 'restoreCache'} on the ${kivi.variant} build (maxMemoryBytes ${maxMemoryBytes}), seed ${seed}, up to ${cases} cases or ${seconds} s`);
-  const r = target === 'gguf' ? runGgufFuzz(kivi, { cases, seconds, seed }) : runFuzz(kivi, { cases, seconds, seed });
+  console.log(`fuzzing ${target === 'gguf' ? 'parseGguf' : target === 'stream' ? 'restoreCacheStream' : 'restoreCache'} on the ${kivi.variant} build (maxMemoryBytes ${maxMemoryBytes}), seed ${seed}, up to ${cases} cases or ${seconds} s`);
+  const r = target === 'gguf' ? runGgufFuzz(kivi, { cases, seconds, seed }) : target === 'stream' ? await runStreamFuzz(kivi, { cases, seconds, seed }) : runFuzz(kivi, { cases, seconds, seed });
   console.log(`cases tried: ${r.cases} in ${r.seconds.toFixed(1)} s (slowest case ${r.slowestMs.toFixed(1)} ms)`);
   console.log(`${target === 'gguf' ? 'parsed and run' : 'restored and exercised'}: ${r.restored}`);
   if ('refusedAtRun' in r) console.log(`parsed, then refused by the run with RangeError: ${r.refusedAtRun}`);

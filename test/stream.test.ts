@@ -153,6 +153,41 @@ describe('serializeStream / restoreCacheStream', () => {
     }
   });
 
+  it('truncated and forked caches round-trip (partly filled blocks, shared chunks); a truncation fails a stream being read', async () => {
+    const kivi = kivis.get('simd')!;
+    const random = new Rng(123);
+    const pick = <T,>(items: T[]): T => items[Math.floor(random.next() * items.length)]!;
+    const o: CacheOptions = { layers: 2, kvHeads: 2, headDim: 16, queryHeads: 4, bits: 2, groupSize: 16, residual: 32, sinkTokens: 1 };
+    let cache = kivi.createCache(o);
+    const live: KiviCache[] = [cache];
+    for (let step = 0; step < 40; step++) {
+      const action = pick(['append', 'append', 'truncate', 'fork']);
+      if (action === 'append') for (let l = 0; l < 2; l++) feed(cache, o, random, [pick([1, 3, 17, 40, 70])], l);
+      else if (action === 'truncate') cache.truncate(Math.floor(random.next() * (Math.min(cache.tokens(0), cache.tokens(1)) + 1)));
+      else {
+        cache = cache.fork();
+        live.push(cache);
+      }
+      const restored = await kivi.restoreCacheStream(cache.serializeStream({ chunkBytes: 300, blockTokens: 32 }));
+      expect(restored.serialize(), `step ${step} (${action})`).toEqual(cache.serialize());
+      if (Math.min(cache.tokens(0), cache.tokens(1)) > 0) {
+        const q = query(o, random);
+        for (let l = 0; l < 2; l++) expectEqualArrays(restored.attend(l, q), cache.attend(l, q), `step ${step} layer ${l}`);
+      }
+      restored.dispose();
+    }
+    const reader = cache.serializeStream({ chunkBytes: 300 }).getReader();
+    await reader.read();
+    // A fork changing does not touch the stream of the cache it came from.
+    const fork = cache.fork();
+    feed(fork, o, random, [5], 0);
+    fork.truncate(1);
+    await reader.read();
+    cache.truncate(Math.max(0, Math.min(cache.tokens(0), cache.tokens(1)) - 1));
+    await expect(reader.read()).rejects.toThrow(/the cache was changed \(appended to or truncated\) after its stream began/);
+    for (const c of [...live, fork]) c.dispose();
+  });
+
   it('an empty cache round-trips (one frame: the header)', async () => {
     const kivi = kivis.get('simd')!;
     const o: CacheOptions = { layers: 3, kvHeads: 1, headDim: 8 };

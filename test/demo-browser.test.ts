@@ -150,6 +150,11 @@ describe('browser demo (examples/browser) in headless Chromium', () => {
     expect(emptyChart.kivi2).toBe(0);
     const variant = (await page.textContent('#stat-variant'))?.trim();
     expect(['relaxed-simd', 'simd', 'scalar']).toContain(variant);
+    // The server sends COOP/COEP: the page is cross-origin isolated and the kernels run threaded.
+    expect(await page.evaluate(() => crossOriginIsolated)).toBe(true);
+    const cores = await page.evaluate(() => navigator.hardwareConcurrency);
+    expect(Number((await page.textContent('#stat-threads'))?.trim())).toBe(cores);
+    expect(cores).toBeGreaterThan(1);
 
     // Wrong files give the loaders' messages in the page.
     expect(await run(page, 'tok512.bin', 'tok512.bin')).toBe('error');

@@ -65,6 +65,8 @@ function onMessage(msg) {
     case 'ready':
       variant = msg.variant;
       $('stat-variant').textContent = variant;
+      $('stat-threads').textContent = String(msg.threads);
+      $('stat-threads').title = msg.threadsReason ?? '';
       setState(document.body.dataset.state === 'starting' ? 'ready' : document.body.dataset.state);
       break;
     case 'model':

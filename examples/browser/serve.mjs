@@ -5,6 +5,7 @@
 //   node examples/browser/serve.mjs [--port 5180] [--host 127.0.0.1] [--no-build]
 //
 // (npm run demo:browser runs it.) --port 0 picks a free port. No dependencies: node:http only.
+// Every response carries COOP/COEP, so the page is cross-origin isolated and the kernels run threaded.
 
 import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
@@ -162,6 +163,9 @@ function serve(args) {
       'content-length': found.body.length,
       'cache-control': 'no-store',
       'x-content-type-options': 'nosniff',
+      // Cross-origin isolation: SharedArrayBuffer, so the kernels run on a worker pool.
+      'cross-origin-opener-policy': 'same-origin',
+      'cross-origin-embedder-policy': 'require-corp',
     });
     res.end(req.method === 'HEAD' ? undefined : found.body);
   });

@@ -3,7 +3,7 @@
 // embedded in dist/index.js, so nothing else is fetched).
 //
 // Messages in:  { type: 'run', checkpoint: File, tokenizer: File (optional for a .gguf), prompt, steps, temperature, cache }
-// Messages out: { type: 'ready', variant } once Kivi.load() is done;
+// Messages out: { type: 'ready', variant, threads, threadsReason } once Kivi.load() is done;
 //               { type: 'model', ... } after both files parsed; { type: 'token', ... } per token;
 //               { type: 'done', ... }; { type: 'error', stage, message }.
 
@@ -22,7 +22,7 @@ const messageOf = (e) => (e instanceof Error ? e.message : String(e));
 
 const kiviReady = Kivi.load();
 kiviReady.then(
-  (kivi) => postMessage({ type: 'ready', variant: kivi.variant }),
+  (kivi) => postMessage({ type: 'ready', variant: kivi.variant, threads: kivi.threads, threadsReason: kivi.threadsReason }),
   (e) => postMessage({ type: 'error', stage: 'load', message: `Kivi.load() failed: ${messageOf(e)}` }),
 );
 

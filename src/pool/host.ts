@@ -34,6 +34,9 @@ function nodeWorkerThreads(): NodeWorkerThreads | undefined {
 
 /** Why threads cannot run here, or null if they can. */
 export function threadsUnavailable(): string | null {
+  // Before the checks below: workerd offers SharedArrayBuffer and a Node-compatible process, but
+  // neither workers nor threads.
+  if ((globalThis as { navigator?: { userAgent?: string } }).navigator?.userAgent === 'Cloudflare-Workers') return 'Cloudflare Workers have no threads';
   if (typeof SharedArrayBuffer === 'undefined') {
     return (globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated === false
       ? 'the page is not cross-origin isolated (serve it with Cross-Origin-Opener-Policy: same-origin and Cross-Origin-Embedder-Policy: require-corp)'
@@ -42,10 +45,7 @@ export function threadsUnavailable(): string | null {
   if ((globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated === false) {
     return 'the page is not cross-origin isolated (serve it with Cross-Origin-Opener-Policy: same-origin and Cross-Origin-Embedder-Policy: require-corp)';
   }
-  if (nodeWorkerThreads() === undefined && typeof (globalThis as { Worker?: unknown }).Worker !== 'function') {
-    const agent = (globalThis as { navigator?: { userAgent?: string } }).navigator?.userAgent;
-    return agent === 'Cloudflare-Workers' ? 'Cloudflare Workers have no threads' : 'this runtime has no workers';
-  }
+  if (nodeWorkerThreads() === undefined && typeof (globalThis as { Worker?: unknown }).Worker !== 'function') return 'this runtime has no workers';
   return null;
 }
 

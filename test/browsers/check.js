@@ -147,6 +147,31 @@ export function probeWasm() {
   };
 }
 
+/** A long prompt and a few decode steps (large enough to run on the worker pool), with the default
+ *  threads and with one: how many ran, why not more, and whether both gave the same bits. */
+async function threadsProbe(Kivi) {
+  const shape = { layers: 1, kvHeads: 2, queryHeads: 8, headDim: 64, bits: 2 };
+  const run = async (options) => {
+    const next = mulberry32(0x7468);
+    const draw = (n, heads) => Float32Array.from({ length: n * heads * shape.headDim }, () => next() + next() - 1);
+    const kivi = await Kivi.load(options);
+    const cache = kivi.createCache(shape);
+    const outputs = [];
+    cache.append(0, draw(1500, 2), draw(1500, 2));
+    outputs.push(cache.attend(0, draw(4, 8)));
+    for (let i = 0; i < 3; i++) {
+      cache.append(0, draw(1, 2), draw(1, 2));
+      outputs.push(cache.attend(0, draw(1, 8)));
+    }
+    const info = { threads: kivi.threads, reason: kivi.threadsReason };
+    kivi.close();
+    return { info, bits: outputs.flatMap((o) => Array.from(new Uint32Array(o.buffer, o.byteOffset, o.length))) };
+  };
+  const auto = await run(undefined);
+  const one = await run({ threads: 1 });
+  return { count: auto.info.threads, reason: auto.info.reason, sameBits: auto.bits.length === one.bits.length && auto.bits.every((b, i) => b === one.bits[i]) };
+}
+
 /** THE check, against the given Kivi class: Kivi.load() (auto) and every build the runtime can
  *  load explicitly. Returns plain JSON-able data (outputs as number arrays). Never throws: errors
  *  are reported in `error`. */
@@ -155,6 +180,8 @@ export async function runCheck(Kivi, { allBuilds = true } = {}) {
   const env = {
     userAgent: globalThis.navigator?.userAgent ?? null,
     crossOriginIsolated: globalThis.crossOriginIsolated ?? null,
+    inWorker: typeof globalThis.WorkerGlobalScope === 'function' && globalThis instanceof globalThis.WorkerGlobalScope,
+    hardwareConcurrency: globalThis.navigator?.hardwareConcurrency ?? null,
     sharedArrayBuffer: typeof globalThis.SharedArrayBuffer === 'function',
     validates: probeWasm(),
   };
@@ -179,6 +206,7 @@ export async function runCheck(Kivi, { allBuilds = true } = {}) {
       }
     };
     const auto = await runOne('auto');
+    const threads = await threadsProbe(Kivi);
     const builds = {};
     if (allBuilds) {
       for (const name of ['relaxed-simd', 'simd', 'scalar']) {
@@ -190,7 +218,7 @@ export async function runCheck(Kivi, { allBuilds = true } = {}) {
         }
       }
     }
-    return { ok: true, variant: auto.variant, inputHash, outputs: auto.outputs, stats: auto.stats, builds, env, ms: (globalThis.performance ?? Date).now() - t0 };
+    return { ok: true, variant: auto.variant, inputHash, outputs: auto.outputs, stats: auto.stats, threads, builds, env, ms: (globalThis.performance ?? Date).now() - t0 };
   } catch (e) {
     const error = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
     return { ok: false, error, stack: e?.stack ?? null, env, ms: (globalThis.performance ?? Date).now() - t0 };

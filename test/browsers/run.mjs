@@ -15,8 +15,9 @@
 //
 // Exit code 0 only if every target passes. A browser that is missing or does not launch fails the
 // run. No browser is ever downloaded (puppeteer-core only drives the executables given).
-// Nothing here needs cross-origin isolation: the server sends no COOP/COEP headers and every
-// page reports `crossOriginIsolated`, which must be false.
+// Everything under /isolated/ is served with COOP/COEP (cross-origin isolated: the worker pool runs,
+// with navigator.hardwareConcurrency threads); the rest without (one thread, and kivi.threadsReason
+// says why). Each page reports `crossOriginIsolated`, checked against where it was served from.
 
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -113,6 +114,7 @@ const files = new Map([
   ['/', path.join(HERE, 'page.html')],
   ['/index.html', path.join(HERE, 'page.html')],
   ['/check.js', path.join(HERE, 'check.js')],
+  ['/check-worker.js', path.join(HERE, 'check-worker.js')],
 ]);
 mounts.push({ prefix: '/dist/', dir: opts.dist });
 const served = { ok: 0, missing: [] };
@@ -121,6 +123,8 @@ const server = http.createServer((req, res) => {
   const url = new URL(req.url, 'http://127.0.0.1');
   let pathname;
   try { pathname = decodeURIComponent(url.pathname); } catch { pathname = '\0'; }
+  const isolated = pathname.startsWith('/isolated/');
+  if (isolated) pathname = pathname.slice('/isolated'.length);
   let file = files.get(pathname);
   if (file === undefined) {
     const m = mounts.filter((m) => pathname.startsWith(m.prefix)).sort((a, b) => b.prefix.length - a.prefix.length)[0];
@@ -147,6 +151,7 @@ const server = http.createServer((req, res) => {
     'Content-Length': body.length,
     'Cache-Control': 'no-store',
     'X-Content-Type-Options': 'nosniff',
+    ...(isolated ? { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' } : {}),
   });
   res.end(req.method === 'HEAD' ? undefined : body);
 });
@@ -214,7 +219,7 @@ function worstError(outputs, want) {
 const firstRun = new Map(); // build -> { who, outputs } of the first browser that ran it
 
 /** Every check on one result; returns a list of failures (empty = pass) and table cells. */
-function judge(result, expectVariant, { probe = true } = {}) {
+function judge(result, expectVariant, { probe = true, isolated = false } = {}) {
   const fail = [];
   if (!result?.ok) {
     const stack = String(result?.stack ?? '').split('\n').filter((l) => l.trim() && !l.includes(result?.error)).slice(0, 6);
@@ -230,7 +235,18 @@ function judge(result, expectVariant, { probe = true } = {}) {
   const vsRef = worstError(result.outputs, expected);
   if (!(vsRef.rel < TOLERANCE)) fail.push(`auto (${result.variant}) vs reference: rel. L2 ${vsRef.rel.toExponential(2)} >= ${TOLERANCE} at ${vsRef.name}`);
   if (JSON.stringify(result.stats) !== JSON.stringify(expectedStats)) fail.push(`stats ${JSON.stringify(result.stats)} differ from the reference's ${JSON.stringify(expectedStats)}`);
-  if (result.env?.crossOriginIsolated === true) fail.push('the page is cross-origin isolated, but the server sends no COOP/COEP: unexpected');
+  if (result.env?.crossOriginIsolated !== null && result.env?.crossOriginIsolated !== isolated) {
+    fail.push(`crossOriginIsolated is ${result.env?.crossOriginIsolated}, but the page was served ${isolated ? 'with' : 'without'} COOP/COEP`);
+  }
+  // Threads: the pool where the page is isolated (and from inside a Worker), one thread with the
+  // reason where it is not; the same bits either way.
+  const t = result.threads;
+  if (!t) fail.push('no threads probe result');
+  else {
+    if (!t.sameBits) fail.push(`threads ${t.count} and threads 1 gave different bits`);
+    if (isolated && !(t.count === result.env?.hardwareConcurrency && t.count > 1)) fail.push(`isolated page: ${t.count} threads, expected navigator.hardwareConcurrency = ${result.env?.hardwareConcurrency} (reason: ${t.reason})`);
+    if (!isolated && result.env?.crossOriginIsolated === false && !(t.count === 1 && /not cross-origin isolated/.test(t.reason ?? ''))) fail.push(`plain page: ${t.count} threads (reason ${t.reason}), expected 1 saying the page is not cross-origin isolated`);
+  }
   // Every build the runtime loads explicitly must pass too; list the ones it refuses.
   const builds = [];
   let worstBuild = vsRef.rel;
@@ -263,7 +279,8 @@ function judge(result, expectVariant, { probe = true } = {}) {
       vsRef: vsRef.rel.toExponential(2),
       vsNode: vsNode.identical ? `identical (${node.variant})` : `${vsNode.rel.toExponential(1)} (${node.variant})`,
       builds: builds.join(', '),
-      coi: `${result.env?.crossOriginIsolated === true ? 'yes' : result.env?.crossOriginIsolated === false ? 'no' : 'n/a'}, SAB ${result.env?.sharedArrayBuffer ? 'yes' : 'no'}`,
+      coi: `${result.env?.crossOriginIsolated === true ? 'yes' : result.env?.crossOriginIsolated === false ? 'no' : 'n/a'}, SAB ${result.env?.sharedArrayBuffer ? 'yes' : 'no'}${result.env?.inWorker ? ', in a Worker' : ''}`,
+      threads: result.threads ? `${result.threads.count}${result.threads.sameBits ? ' (= 1 thread)' : ' (≠ 1 thread)'}` : '-',
       relaxed: v.relaxedSimd ? 'yes' : 'no',
     },
   };
@@ -395,7 +412,7 @@ async function runBrowser(kind, targets, prefs) {
       try {
         const url = await target.url();
         const v = await withTimeout(visit(launched.browser, url), opts.timeout + 5, `${target.name}`);
-        const row = { target: target.name, browser: kind, version: launched.version, ...judgeRow(v.result, target.expect), ms: v.ms, extra: target.extra };
+        const row = { target: target.name, browser: kind, version: launched.version, ...judgeRow(v.result, target.expect, { isolated: target.isolated === true }), ms: v.ms, extra: target.extra };
         if (row.fail.length > 0 && v.log.length > 0) row.fail.push(`page log:\n      ${v.log.slice(0, 20).join('\n      ')}`);
         rows.push(row);
       } catch (e) {
@@ -412,7 +429,11 @@ async function runBrowser(kind, targets, prefs) {
 }
 
 const chromiumTargets = [];
-if (opts.only.includes('chromium')) chromiumTargets.push({ name: 'chromium plain page', expect: 'relaxed-simd', url: async () => `${ORIGIN}/` });
+if (opts.only.includes('chromium')) {
+  chromiumTargets.push({ name: 'chromium plain page', expect: 'relaxed-simd', url: async () => `${ORIGIN}/` });
+  chromiumTargets.push({ name: 'chromium isolated page (threads)', expect: 'relaxed-simd', isolated: true, url: async () => `${ORIGIN}/isolated/` });
+  chromiumTargets.push({ name: 'chromium isolated, in a Worker', expect: 'relaxed-simd', isolated: true, url: async () => `${ORIGIN}/isolated/?worker` });
+}
 if (opts.only.includes('vite')) {
   chromiumTargets.push({
     name: 'chromium vite', expect: 'relaxed-simd',
@@ -429,7 +450,11 @@ if (chromiumTargets.length > 0) await runBrowser('chromium', chromiumTargets);
 if (opts.only.includes('firefox')) {
   // Firefox ESR 153 validates relaxed SIMD (auto must then pick relaxed-simd, as the probe says);
   // with relaxed SIMD switched off, Kivi.load() must fall back to the simd build.
-  await runBrowser('firefox', [{ name: 'firefox-esr plain page', expect: null, url: async () => `${ORIGIN}/` }]);
+  await runBrowser('firefox', [
+    { name: 'firefox-esr plain page', expect: null, url: async () => `${ORIGIN}/` },
+    { name: 'firefox-esr isolated page (threads)', expect: null, isolated: true, url: async () => `${ORIGIN}/isolated/` },
+    { name: 'firefox-esr isolated, in a Worker', expect: null, isolated: true, url: async () => `${ORIGIN}/isolated/?worker` },
+  ]);
   await runBrowser('firefox', [{ name: 'firefox-esr, relaxed SIMD off', expect: 'simd', url: async () => `${ORIGIN}/` }],
     { 'javascript.options.wasm_relaxed_simd': false });
 }
@@ -440,12 +465,13 @@ for (const c of cleanups) await c();
 // Report
 
 const pad = (s, n) => String(s ?? '').padEnd(n);
-const header = ['target', 'browser version', 'relaxed SIMD', 'variant', 'rel. err vs ref', 'vs node', 'isolated', 'time', 'result'];
+const header = ['target', 'browser version', 'relaxed SIMD', 'variant', 'threads', 'rel. err vs ref', 'vs node', 'isolated', 'time', 'result'];
 const table = rows.map((r) => [
   r.target,
   r.version ?? r.browser,
   r.relaxed ?? '-',
   r.variant ? (r.expect && r.expect !== r.variant ? `${r.variant} (want ${r.expect})` : r.variant) : '-',
+  r.threads ?? '-',
   r.vsRef ?? '-',
   r.vsNode ?? '-',
   r.coi ?? '-',

@@ -2,6 +2,9 @@
 // Node 22 and 24, Deno, Bun and workerd all import this file and call runCheck() with the `Kivi` of
 // the installed package. It uses no runtime API beyond the language (no fs, no process), so it runs
 // unchanged in a Worker; reference.ts runs the same workload on the float64 ReferenceCache.
+// The workload runs with the default threads ('auto': the worker pool where the runtime has threads)
+// and again on one thread: the outputs must be the same bits. Where the runtime has a Float16Array,
+// the same workload fed as halves must give the same bits as f32 holding those values.
 //
 // Inputs come from a tiny seeded PRNG with exact arithmetic only (32-bit integer steps, sums of
 // dyadic fractions, multiplications by powers of two): no Math.log/sin, whose last bits may differ
@@ -10,6 +13,9 @@
 export const SHAPE = { layers: 2, kvHeads: 4, queryHeads: 8, headDim: 64, bits: 2, groupSize: 32, residual: 32 };
 export const PREFILL = 100;
 export const DECODE = 40;
+/** A second, long prompt into layer 0, so that decode steps are large enough to run on the pool. */
+export const LONG_PROMPT = 1200;
+export const LONG_DECODE = 4;
 export const SEED = 0x6b697669; // 'kivi'
 
 /** mulberry32: 32-bit state, uniform numbers in [0, 1) with 32 bits each (exact in a double). */
@@ -46,19 +52,26 @@ function tensor(next, n, heads, D, kind) {
 /** Appends a prefill of PREFILL tokens to every layer and attends all its queries (causal), then
  *  DECODE single-token steps (append, attend). Works on a KiviCache and on the ReferenceCache:
  *  both have append(layer, keys, values) and attend(layer, queries) returning the outputs. */
-export function runWorkload(cache) {
+export function runWorkload(cache, convert = (x) => x) {
   const { layers, kvHeads, queryHeads, headDim } = SHAPE;
-  const next = mulberry32(SEED);
+  const uniform = mulberry32(SEED);
+  const next = uniform;
   const outputs = [];
+  const tensorOf = (n, heads, kind) => convert(tensor(next, n, heads, headDim, kind));
   for (let layer = 0; layer < layers; layer++) {
-    cache.append(layer, tensor(next, PREFILL, kvHeads, headDim, 'keys'), tensor(next, PREFILL, kvHeads, headDim, 'values'));
-    outputs.push(cache.attend(layer, tensor(next, PREFILL, queryHeads, headDim, 'queries')));
+    cache.append(layer, tensorOf(PREFILL, kvHeads, 'keys'), tensorOf(PREFILL, kvHeads, 'values'));
+    outputs.push(cache.attend(layer, tensorOf(PREFILL, queryHeads, 'queries')));
   }
   for (let step = 0; step < DECODE; step++) {
     for (let layer = 0; layer < layers; layer++) {
-      cache.append(layer, tensor(next, 1, kvHeads, headDim, 'keys'), tensor(next, 1, kvHeads, headDim, 'values'));
-      outputs.push(cache.attend(layer, tensor(next, 1, queryHeads, headDim, 'queries')));
+      cache.append(layer, tensorOf(1, kvHeads, 'keys'), tensorOf(1, kvHeads, 'values'));
+      outputs.push(cache.attend(layer, tensorOf(1, queryHeads, 'queries')));
     }
+  }
+  cache.append(0, tensorOf(LONG_PROMPT, kvHeads, 'keys'), tensorOf(LONG_PROMPT, kvHeads, 'values'));
+  for (let step = 0; step < LONG_DECODE; step++) {
+    cache.append(0, tensorOf(1, kvHeads, 'keys'), tensorOf(1, kvHeads, 'values'));
+    outputs.push(cache.attend(0, tensorOf(1, queryHeads, 'queries')));
   }
   const total = outputs.reduce((sum, o) => sum + o.length, 0);
   const all = new Float64Array(total);
@@ -87,13 +100,19 @@ function runtimeName() {
   return typeof navigator !== 'undefined' ? navigator.userAgent : 'unknown';
 }
 
-async function loadAndRun(Kivi, options) {
+/** f32 numbers rounded to halves and widened back (the values a half input holds), through Float16Array. */
+function throughHalves(x) {
+  return new Float32Array(new globalThis.Float16Array(x));
+}
+
+async function loadAndRun(Kivi, options, convert) {
   const kivi = await Kivi.load(options);
   const cache = kivi.createCache(SHAPE);
   try {
-    return { variant: kivi.variant, output: toBase64(new Float32Array(runWorkload(cache))) };
+    return { variant: kivi.variant, threads: kivi.threads, threadsReason: kivi.threadsReason, output: toBase64(new Float32Array(runWorkload(cache, convert))) };
   } finally {
     cache.dispose();
+    kivi.close();
   }
 }
 
@@ -108,7 +127,21 @@ export async function runCheck(Kivi, scalarModule) {
   try {
     const auto = await loadAndRun(Kivi);
     result.variant = auto.variant;
+    result.threads = auto.threads;
+    result.threadsReason = auto.threadsReason;
     result.output = auto.output;
+    const two = await Kivi.load({ threads: 2 });
+    result.askedTwo = { threads: two.threads, reason: two.threadsReason };
+    two.close();
+    const single = await loadAndRun(Kivi, { threads: 1 });
+    result.singleThreadSameBits = single.output === auto.output && single.threads === 1;
+    if (typeof globalThis.Float16Array === 'function') {
+      const halves = await loadAndRun(Kivi, {}, (x) => new globalThis.Float16Array(x));
+      const widened = await loadAndRun(Kivi, {}, throughHalves);
+      result.float16 = halves.output === widened.output ? 'same bits as f32' : 'different bits';
+    } else {
+      result.float16 = 'no Float16Array';
+    }
     const given = await loadAndRun(Kivi, { module: scalarModule });
     result.moduleVariant = given.variant;
     result.moduleOutput = given.output;

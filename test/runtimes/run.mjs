@@ -20,7 +20,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { copyFileSync, cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { checkTarball } from '../../scripts/pack-check.mjs';
@@ -30,6 +30,7 @@ const root = join(here, '..', '..');
 const args = new Set(process.argv.slice(2));
 const TOLERANCE = 2e-3; // relative L2 against float64 attention over the same cache (README, Accuracy)
 const TIMEOUT_MS = 120_000;
+const cores = availableParallelism();
 const nodeMajor = Number(process.versions.node.split('.')[0]);
 
 // Child processes get this environment: no NODE_OPTIONS (vitest's flags would change what Node
@@ -151,13 +152,14 @@ try {
 
   const bin = (...p) => join(runtimes, 'node_modules', ...p);
   const matrix = [
-    { name: `node ${nodeMajor} (ESM)`, expect: nodeMajor <= 20 ? 'simd' : 'relaxed-simd', major: nodeMajor, run: () => exec(process.execPath, ['main.mjs'], { cwd: app }) },
-    { name: `node ${nodeMajor} (CJS)`, expect: nodeMajor <= 20 ? 'simd' : 'relaxed-simd', major: nodeMajor, run: () => exec(process.execPath, ['main.cjs'], { cwd: app }) },
-    { name: 'node 22', expect: 'relaxed-simd', major: 22, run: () => exec(bin('node22', 'bin', 'node'), ['main.mjs'], { cwd: app }) },
-    { name: 'node 24', expect: 'relaxed-simd', major: 24, run: () => exec(bin('node24', 'bin', 'node'), ['main.mjs'], { cwd: app }) },
-    { name: 'deno', run: () => exec(bin('.bin', 'deno'), ['run', '--no-lock', '--allow-read', 'main.mjs'], { cwd: app }) },
-    { name: 'bun', run: () => exec(bin('.bin', 'bun'), ['--no-install', 'main.mjs'], { cwd: app }) },
-    { name: 'workerd', run: () => runWorkerd(runtimes, app) },
+    { name: `node ${nodeMajor} (ESM)`, expect: nodeMajor <= 20 ? 'simd' : 'relaxed-simd', major: nodeMajor, threads: cores, run: () => exec(process.execPath, ['main.mjs'], { cwd: app }) },
+    { name: `node ${nodeMajor} (CJS)`, expect: nodeMajor <= 20 ? 'simd' : 'relaxed-simd', major: nodeMajor, threads: cores, run: () => exec(process.execPath, ['main.cjs'], { cwd: app }) },
+    { name: 'node 22', expect: 'relaxed-simd', major: 22, threads: cores, run: () => exec(bin('node22', 'bin', 'node'), ['main.mjs'], { cwd: app }) },
+    { name: 'node 24', expect: 'relaxed-simd', major: 24, threads: cores, float16: true, run: () => exec(bin('node24', 'bin', 'node'), ['main.mjs'], { cwd: app }) },
+    { name: 'deno', threads: cores, float16: true, run: () => exec(bin('.bin', 'deno'), ['run', '--no-lock', '--allow-read', 'main.mjs'], { cwd: app }) },
+    { name: 'bun', threads: cores, float16: true, run: () => exec(bin('.bin', 'bun'), ['--no-install', 'main.mjs'], { cwd: app }) },
+    // workerd has no threads: one, and the reason says so.
+    { name: 'workerd', threads: 1, reason: /Cloudflare Workers have no threads/, run: () => runWorkerd(runtimes, app) },
   ];
 
   await step('runtimes', async () => {
@@ -182,6 +184,17 @@ try {
         if (!(moduleErr < TOLERANCE)) problems.push(`module error ${moduleErr} >= ${TOLERANCE}`);
         if (result.moduleVariant !== 'scalar') problems.push(`Kivi.load({ module: scalar }) ran ${result.moduleVariant}`);
         if (runtime.expect && result.variant !== runtime.expect) problems.push(`expected the ${runtime.expect} build`);
+        row.threads = `${result.threads}${result.threadsReason ? ` (${result.threadsReason})` : ''}`;
+        if (result.threads !== runtime.threads) problems.push(`expected ${runtime.threads} threads, got ${row.threads}`);
+        // Asked for 2: where threads run, 2 run; where they cannot, 1 and the reason.
+        const two = result.askedTwo;
+        if (runtime.reason ? !(two.threads === 1 && runtime.reason.test(two.reason ?? '')) : two.threads !== 2) {
+          problems.push(`threads: 2 gave ${two.threads} threads (reason: ${two.reason})`);
+        }
+        if (!result.singleThreadSameBits) problems.push('threads: 1 did not give the same bits as the default threads');
+        row.float16 = result.float16;
+        if (runtime.float16 && result.float16 !== 'same bits as f32') problems.push(`Float16Array inputs: ${result.float16}`);
+        if (result.float16 === 'different bits') problems.push('Float16Array inputs gave different bits than f32 holding the same values');
         if (runtime.major && !result.runtime.startsWith(`node ${runtime.major}.`)) problems.push(`expected node ${runtime.major}`);
         if (runtime.name === 'workerd') row.version = workerd.version;
         if (problems.length) throw new Error(problems.join('; '));
@@ -215,8 +228,8 @@ try {
 }
 
 if (rows.length) {
-  const header = ['runtime', 'version', 'wasm build', 'rel. L2 (auto)', 'rel. L2 (module: scalar)', `max |Δ| vs ${baseline?.name ?? '-'}`, 'time s', 'result'];
-  const table = rows.map((r) => [r.runtime, r.version, r.variant, r.error, r.moduleError, r.delta === undefined ? '' : r.delta === 0 ? '0 (identical)' : r.delta.toExponential(2), r.seconds ?? '', r.status]);
+  const header = ['runtime', 'version', 'wasm build', 'threads', 'rel. L2 (auto)', 'rel. L2 (module: scalar)', `max |Δ| vs ${baseline?.name ?? '-'}`, 'f16 inputs', 'time s', 'result'];
+  const table = rows.map((r) => [r.runtime, r.version, r.variant, r.threads ?? '', r.error, r.moduleError, r.delta === undefined ? '' : r.delta === 0 ? '0 (identical)' : r.delta.toExponential(2), r.float16 ?? '', r.seconds ?? '', r.status]);
   const widths = header.map((h, i) => Math.max(h.length, ...table.map((t) => String(t[i]).length)));
   const line = (cells) => `| ${cells.map((c, i) => String(c).padEnd(widths[i])).join(' | ')} |`;
   console.log(`\n${line(header)}\n| ${widths.map((w) => '-'.repeat(w)).join(' | ')} |\n${table.map(line).join('\n')}`);

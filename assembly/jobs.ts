@@ -35,6 +35,8 @@ export function run_job(job: usize, thread: i32): void {
     else if (kind == JobKind.VALIDATE) validateTask(job, task);
     else unreachable();
     atomicIncrement(job + (<usize>JobWord.DONE << 2));
+    const profile = pointer(job, JobWord.PROFILE);
+    if (profile != 0) atomicIncrement(profile + (<usize>thread << 2));
   }
 }
 

@@ -1,7 +1,8 @@
 // npm run bench — in one process: (1) one decode step of attention (one query token, every head of one
 // layer) for KIVI 2/4/8-bit and f32 caches on every wasm build this runtime runs, a plain-JavaScript f32
 // attention and onnxruntime-web, each checked against float64 attention before it is timed; (2) append
-// (quantize) throughput; (3) bytes held per token. Markdown report on stdout, progress on stderr, JSON in
+// (quantize) throughput; (3) bytes held per token; (4) threads: the decode step and a long prompt's append
+// on 1..cores threads beside the ceiling of as many independent processes and onnxruntime-web's numThreads. Markdown report on stdout, progress on stderr, JSON in
 // bench/results/. Options: npm run bench -- --help.
 //
 // Run it as package.json does: node --experimental-wasm-relaxed-simd --no-liftoff --import tsx bench/attention.bench.ts
@@ -18,6 +19,7 @@ import { APPEND_SHAPES, GROUP_SIZE, parseArgs, RESIDUAL, USAGE, UsageError, type
 import { onnxRuntimeInfo } from './peers/onnx';
 import { elapsedSeconds, formatDuration, progress } from './progress';
 import { markdown, targets, type BuildInfo, type Results } from './report';
+import { measureThreads, type ThreadResults } from './threads';
 import type { AppendRow } from './appends';
 import type { BytesRow } from './bytes';
 
@@ -33,7 +35,8 @@ async function loadBuilds(args: BenchArgs): Promise<{ kivis: Kivi[]; builds: Bui
       continue;
     }
     try {
-      const kivi = await Kivi.load({ variant: v.name });
+      // One thread: the tables of one core; the thread-scaling part loads its own instances.
+      const kivi = await Kivi.load({ variant: v.name, threads: 1 });
       if (kivi.variant !== v.name) throw new Error(`asked for ${v.name}, got ${kivi.variant}`);
       kivis.push(kivi);
       builds.push({ name: v.name, loaded: true });
@@ -97,7 +100,14 @@ async function main(): Promise<number> {
     data = undefined;
   }
 
+  let threads: ThreadResults | undefined;
+  if (args.parts.includes('threads') && kivis.length > 0) {
+    const best = kivis.find((k) => k.variant !== 'scalar')?.variant;
+    if (best) threads = await measureThreads(args, best);
+  }
+
   const failures: string[] = [];
+  for (const r of threads?.ort ?? []) if (r.error) failures.push(`threads: onnxruntime-web ${r.shape} N=${r.context} numThreads ${r.threads}: ${r.error}`);
   for (const r of decode) {
     const what = `decode ${r.shape} N=${r.context} ${r.label}${r.build ? ` [${r.build}]` : ''}`;
     if (r.status === 'check-failed') failures.push(`${what}: check failed (${JSON.stringify(r.check)})`);
@@ -129,6 +139,7 @@ async function main(): Promise<number> {
     decodeSkipped,
     appends,
     bytes,
+    ...(threads ? { threads } : {}),
     failures,
   };
 

@@ -8,6 +8,7 @@ import { F32_TOLERANCE, KERNEL_TOLERANCE, SANITY_BOUND } from './check';
 import type { DecodeRow, DecodeSkip } from './decode';
 import { formatDuration } from './progress';
 import { GROUP_SIZE, RESIDUAL, SHAPES, type BenchArgs } from './options';
+import { SERVER_CEILING, type ThreadResults } from './threads';
 
 export interface BuildInfo {
   name: VariantName;
@@ -37,6 +38,7 @@ export interface Results {
   decodeSkipped: DecodeSkip[];
   appends: AppendRow[];
   bytes: BytesRow[];
+  threads?: ThreadResults;
   failures: string[];
 }
 
@@ -169,6 +171,8 @@ export function markdown(res: Results): string {
     out.push('');
   }
 
+  if (res.threads) out.push(threadsMarkdown(res.threads));
+
   const goals = targets(res);
   if (goals.length > 0) {
     out.push('## Targets', '');
@@ -184,6 +188,51 @@ export function markdown(res: Results): string {
   }
   if (res.failures.length) out.push(`**${res.failures.length} failure(s):**`, ...res.failures.map((f) => `- ${f}`), '');
   out.push(`Whole run: ${formatDuration(meta.runSeconds)}.`);
+  return out.join('\n');
+}
+
+/** (4) the thread-scaling tables. */
+function threadsMarkdown(t: ThreadResults): string {
+  const out: string[] = [];
+  const label = (bits: number) => (bits === 32 ? 'f32 kernel' : `KIVI-${bits}`);
+  const model = (name: string) => SHAPES.find((s) => s.name === name)!.model;
+  out.push(`## Threads: the decode step on 1…${t.cores} threads (${t.build} build)`, '');
+  out.push('`Kivi.load({ threads })`, one cache per thread count built from the same tokens (results are the same bits for every count). ' +
+    'speedup = ms at 1 thread ÷ ms at T. ceiling = the aggregate decode steps per second of T independent single-thread processes ' +
+    'running the same step at once, over one such process alone (what the machine gives T-way parallel work: shared caches and memory ' +
+    'bandwidth included); "of ceiling" = speedup ÷ ceiling. tasks: what each thread ran in one step (thread 0 is the caller).');
+  out.push('');
+  const body = t.decode.map((r) => [model(r.shape), tokens(r.context), label(r.bits), String(r.threads), sig(r.medianMs), sig(r.nsPerTokenPerKvHead), `${r.speedup.toFixed(2)}×`,
+    r.ceiling === undefined ? '–' : `${r.ceiling.toFixed(2)}×`, r.ofCeiling === undefined ? '–' : `${(100 * r.ofCeiling).toFixed(0)}%`, r.tasksPerThread?.join(' / ') ?? '–']);
+  out.push(table(['shape', 'N', 'cache', 'threads', 'ms/step', 'ns/token/kv head', 'speedup', 'ceiling', 'of ceiling', 'tasks'], body, ['l', 'r', 'l', 'r', 'r', 'r', 'r', 'r', 'r', 'l']));
+  out.push('');
+  if (t.ort.length) {
+    out.push('onnxruntime-web with `numThreads` = T (its own process per T; the fastest of its three graphs), against KIVI-2 at the same T:', '');
+    out.push(table(['shape', 'N', 'threads', 'ort ms/step', 'graph', 'KIVI-2 faster by'], t.ort.map((o) => [model(o.shape), tokens(o.context), String(o.threads),
+      o.medianMs === undefined ? `**error**: ${cell(o.error ?? '')}` : sig(o.medianMs), o.best ?? '–', ratio(o.kivi2Ratio)]), ['l', 'r', 'r', 'r', 'l', 'r']));
+    out.push('');
+  }
+  if (t.appends.length) {
+    out.push('A long prompt: one append of the prompt and the next append (which quantizes it, the lazy flush), median of 3; GB/s of f32 input.', '');
+    out.push(table(['shape', 'cache', 'tokens', 'threads', 'ms', 'GB/s', 'speedup'], t.appends.map((a) => [model(a.shape), label(a.bits), tokens(a.tokens), String(a.threads),
+      sig(a.medianMs), sig(a.gbPerS), `${a.speedup.toFixed(2)}×`]), ['l', 'l', 'r', 'r', 'r', 'r', 'r']));
+    out.push('');
+  }
+  if (t.serial.rows.length) {
+    out.push(`The serial part, from the 2-thread run: s in t(T) = t(1)·(s + (1 − s)/T), fitted from 1 and 2 threads; imbalance = the most tasks ` +
+      `of one thread ÷ the mean; the pool's own cost per call (a job without tasks handed to the workers and waited for) is ${t.serial.dispatchUs.toFixed(1)} µs. ` +
+      `Prediction at P cores: 1 ÷ (s + (1 − s)/C(P)), C(P) the ceiling there: 16 cores = the independent processes measured on a 16-core Xeon ` +
+      `(${Object.entries(SERVER_CEILING).map(([k, v]) => `${k}: ${v}×`).join(', ')}), 8 cores = the per-core efficiency C(P)/P interpolated in log P between this machine's 2 and the Xeon's 16.`);
+    out.push('');
+    out.push(table(['shape', 'N', 'cache', 'serial s', 'imbalance', 'predicted 8 cores', 'predicted 16 cores'], t.serial.rows.map((r) => {
+      const p = (cores: number) => {
+        const x = r.predicted?.find((q) => q.cores === cores);
+        return x ? `${x.speedup.toFixed(1)}× (${(100 * x.ofCeiling).toFixed(0)}% of ${x.ceiling.toFixed(1)}×)` : '–';
+      };
+      return [model(r.shape), tokens(r.context), label(r.bits), `${(100 * r.serialFraction).toFixed(1)}%`, r.imbalance.toFixed(2), p(8), p(16)];
+    }), ['l', 'r', 'l', 'r', 'r', 'r', 'r']));
+    out.push('');
+  }
   return out.join('\n');
 }
 
@@ -263,6 +312,27 @@ export function targets(res: Results): TargetRow[] {
       const rates = appends.flatMap((a) => [a.prefill!.gbPerS, a.decode!.gbPerS]);
       const slowest = Math.min(...rates);
       out.push({ target: 'Appends ≥ 1 GB/s of f32 input, prefill and decode (slowest)', build, measured: `${slowest.toFixed(2)} GB/s (range ${slowest.toFixed(2)}–${Math.max(...rates).toFixed(2)})`, met: slowest >= 1 });
+    }
+  }
+  const t = res.threads;
+  if (t && t.cores > 1) {
+    const at = (shape: string, n: number, bits: number, threads: number) => t.decode.find((r) => r.shape === shape && r.context === n && r.bits === bits && r.threads === threads);
+    const big = at('llama2-7b', 32768, 2, 2);
+    if (big) {
+      out.push({ target: 'Threads: KIVI-2 decode, Llama-2-7B layer, 32K: 2 threads ≥ 1.7× faster than 1', build: t.build, measured: `${big.speedup.toFixed(2)}×`, met: big.speedup >= 1.7 });
+      if (big.ofCeiling !== undefined) out.push({ target: 'Threads: 2 threads reach ≥ 90% of the 2-process ceiling (KIVI-2, Llama-2-7B, 32K)', build: t.build, measured: `${(100 * big.ofCeiling).toFixed(0)}% (${big.speedup.toFixed(2)}× of ${big.ceiling!.toFixed(2)}×)`, met: big.ofCeiling >= 0.9 });
+    }
+    const predicted = t.serial.rows.find((r) => r.shape === 'llama2-7b' && r.context === 32768 && r.bits === 2)?.predicted?.find((p) => p.cores === 16);
+    if (predicted) out.push({ target: 'Threads: predicted 16-core speedup ≥ 85% of the 16-core ceiling (≥ 9×), KIVI-2 Llama-2-7B 32K', build: t.build, measured: `${predicted.speedup.toFixed(1)}× = ${(100 * predicted.ofCeiling).toFixed(0)}% of ${predicted.ceiling}×`, met: predicted.ofCeiling >= 0.85 });
+    const small = t.decode.filter((r) => r.context === 1024 && r.threads === 2);
+    if (small.length) {
+      const worst = small.reduce((a, b) => (a.speedup < b.speedup ? a : b));
+      out.push({ target: 'Threads: at 1K tokens 2 threads no slower than 1 (slowest case)', build: t.build, measured: `${worst.speedup.toFixed(2)}× (${SHAPES.find((s) => s.name === worst.shape)!.model}, ${worst.bits === 32 ? 'f32' : `KIVI-${worst.bits}`}); all: ${small.map((r) => r.speedup.toFixed(2)).join(', ')}×`, met: worst.speedup >= 1 });
+    }
+    const ort = t.ort.filter((o) => o.kivi2Ratio !== undefined && o.threads > 1);
+    if (ort.length) {
+      const worst = ort.reduce((a, b) => (a.kivi2Ratio! < b.kivi2Ratio! ? a : b));
+      out.push({ target: 'Threads: KIVI-2 ≥ 20× faster than onnxruntime-web at equal threads (> 1), N ≥ 4K (slowest case)', build: t.build, measured: `${worst.kivi2Ratio!.toFixed(1)}× (${SHAPES.find((s) => s.name === worst.shape)!.model}, ${tokens(worst.context)}, ${worst.threads} threads); all: ${ort.map((o) => o.kivi2Ratio!.toFixed(1)).join(', ')}×`, met: worst.kivi2Ratio! >= 20 });
     }
   }
   const bytes = res.bytes.filter((b) => b.bits !== 32 && !b.error);

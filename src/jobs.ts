@@ -31,6 +31,7 @@ export function writeHeader(i32: Int32Array, job: number, kind: JobKind, tasks: 
   i32[w + JobWord.SCRATCH] = scratch;
   i32[w + JobWord.SCRATCH_BYTES] = scratchBytes;
   i32[w + JobWord.FAULT] = -1;
+  i32[w + JobWord.PROFILE] = 0;
   i32[w + JobWord.DONE] = 0;
   i32[w + JobWord.NEXT] = 0;
 }

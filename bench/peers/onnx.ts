@@ -254,10 +254,18 @@ function gqaGraph(s: AttentionShape, n: number): GraphSpec {
 
 const notes: string[] = [];
 let configured = false;
+let threads = 1;
+
+/** Threads onnxruntime-web runs with (its numThreads): fixed once its runtime starts, so a process
+ *  measures one thread count (the thread-scaling benchmark runs one process per count). */
+export function setOnnxThreads(count: number): void {
+  if (configured && count !== threads) throw new Error(`onnxruntime-web already runs with ${threads} threads in this process`);
+  threads = count;
+}
 
 function configure(): void {
   if (configured) return;
-  ort.env.wasm.numThreads = 1; // no worker threads: one thread, like our kernels
+  ort.env.wasm.numThreads = threads; // 1: no worker threads, one thread like our single-thread kernels
   ort.env.wasm.simd = true;    // the only build shipped is ort-wasm-simd-threaded.wasm (fixed-width SIMD)
   ort.env.wasm.proxy = false;  // run on the calling thread
   configured = true;

@@ -182,6 +182,32 @@ export class LlamaRunner {
     this.pos = 0;
   }
 
+  /**
+   * Continues from a cache made elsewhere (restored with `kivi.restoreCacheStream`, `restoreCache` or
+   * forked) with the model's shape: the runner disposes its own cache, takes
+   * this one, and its position becomes the cache's token count, so the next forward() is the token
+   * after the cached ones. A cached system prompt is resumed this way instead of recomputed.
+   */
+  resume(cache: KiviCache): void {
+    const where = 'LlamaRunner.resume';
+    this.checkUsable('resume');
+    if (typeof cache !== 'object' || cache === null || typeof (cache as KiviCache).tokens !== 'function') {
+      throw new TypeError(`${where}: cache must be a KiviCache, got ${describe(cache)}`);
+    }
+    if (cache.isDisposed) throw new TypeError(`${where}: the cache was disposed`);
+    for (const key of SHAPE_KEYS) {
+      if (cache.options[key] !== this.cacheOptions[key]) throw new RangeError(`${where}: cache ${key} must be the model's (${this.cacheOptions[key]}), got ${cache.options[key]}`);
+    }
+    const tokens = cache.tokens(0);
+    for (let l = 1; l < this.config.layers; l++) {
+      if (cache.tokens(l) !== tokens) throw new RangeError(`${where}: every layer must hold the same tokens, got ${tokens} in layer 0 and ${cache.tokens(l)} in layer ${l}`);
+    }
+    if (tokens > this.config.seqLen) throw new RangeError(`${where}: the cache holds ${tokens} tokens, more than the model's context of ${this.config.seqLen}`);
+    if (cache !== this.current) this.current.dispose();
+    this.current = cache;
+    this.pos = tokens;
+  }
+
   /** Frees the cache and the weights in wasm memory; later calls throw. A second dispose() does nothing. */
   dispose(): void {
     if (this.disposed) return;

@@ -22,6 +22,8 @@ const GROUP_SIZE = 32;
 
 let worker = null;
 let variant = null;
+/** The conversation saved in OPFS (the worker's state.json), or null. */
+let saved = null;
 /** The run being shown: options, model shape, series of the chart. */
 let current = null;
 let frame = 0;
@@ -32,6 +34,7 @@ function setState(state) {
   runButton.disabled = running || variant === null;
   runButton.textContent = variant === null ? 'Loading kernels…' : running ? 'Generating…' : 'Generate';
   stopButton.disabled = !running;
+  $('resume').disabled = running || variant === null;
 }
 
 function showError(message) {
@@ -69,8 +72,19 @@ function onMessage(msg) {
       $('stat-threads').title = msg.threadsReason ?? '';
       setState(document.body.dataset.state === 'starting' ? 'ready' : document.body.dataset.state);
       break;
+    case 'saved':
+      showSaved(msg.state);
+      break;
+    case 'resumed':
+      outPrompt.textContent = msg.text;
+      current.resumed = msg;
+      break;
     case 'model':
       beginChart(msg);
+      if (current.resumed) {
+        const r = current.resumed;
+        $('model-info').append(` Resumed from this browser's storage: ${r.tokens} tokens, a ${formatBytes(r.cacheBytes)} cache restored in ${r.restoreMs.toFixed(0)} ms.`);
+      }
       break;
     case 'token':
       onToken(msg);
@@ -119,6 +133,35 @@ form.addEventListener('submit', (event) => {
   setState('running');
   worker.postMessage({ type: 'run', ...request });
 });
+
+function showSaved(state) {
+  saved = state;
+  const panel = $('saved');
+  panel.hidden = state === null;
+  panel.dataset.tokens = state === null ? '0' : String(state.tokens.length);
+  if (state === null) return;
+  const bits = state.cacheOptions.bits === 32 ? 'f32' : `KIVI-${state.cacheOptions.bits}`;
+  $('saved-info').textContent =
+    `${state.tokens.length} tokens of ${state.checkpointName}, a ${bits} cache of ${formatBytes(state.cacheBytes)}, saved ${new Date(state.savedAt).toLocaleString()}.`;
+  $('resume').disabled = variant === null || document.body.dataset.state === 'running';
+}
+
+$('resume').addEventListener('click', () => {
+  if (variant === null || saved === null || document.body.dataset.state === 'running') return;
+  clearError();
+  const steps = Number($('steps').value);
+  const temperature = Number($('temperature').value);
+  if (!Number.isInteger(steps) || steps < 1 || !Number.isFinite(temperature) || temperature < 0) {
+    showError('Tokens must be a whole number of at least 1 and temperature a number of at least 0.');
+    return;
+  }
+  resetOutput();
+  current = { request: null, cache: saved.cacheOptions, fileName: saved.checkpointName };
+  setState('running');
+  worker.postMessage({ type: 'resume', steps, temperature });
+});
+
+$('forget').addEventListener('click', () => worker.postMessage({ type: 'forget' }));
 
 stopButton.addEventListener('click', () => {
   // generate() runs synchronously in the worker, so stopping it means ending the worker.

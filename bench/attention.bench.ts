@@ -2,7 +2,8 @@
 // layer) for KIVI 2/4/8-bit and f32 caches on every wasm build this runtime runs, a plain-JavaScript f32
 // attention and onnxruntime-web, each checked against float64 attention before it is timed; (2) append
 // (quantize) throughput; (3) bytes held per token; (4) threads: the decode step and a long prompt's append
-// on 1..cores threads beside the ceiling of as many independent processes and onnxruntime-web's numThreads. Markdown report on stdout, progress on stderr, JSON in
+// on 1..cores threads beside the ceiling of as many independent processes and onnxruntime-web's numThreads;
+// (5) the memory of forks sharing a prompt against separate caches. Markdown report on stdout, progress on stderr, JSON in
 // bench/results/. Options: npm run bench -- --help.
 //
 // Run it as package.json does: node --experimental-wasm-relaxed-simd --no-liftoff --import tsx bench/attention.bench.ts
@@ -20,6 +21,7 @@ import { onnxRuntimeInfo } from './peers/onnx';
 import { elapsedSeconds, formatDuration, progress } from './progress';
 import { markdown, targets, type BuildInfo, type Results } from './report';
 import { measureThreads, type ThreadResults } from './threads';
+import { measureForks, type ForkResults } from './forks';
 import type { AppendRow } from './appends';
 import type { BytesRow } from './bytes';
 
@@ -106,6 +108,8 @@ async function main(): Promise<number> {
     if (best) threads = await measureThreads(args, best);
   }
 
+  const forks: ForkResults | undefined = args.parts.includes('forks') && kivis.length > 0 ? measureForks(kivis[0]!) : undefined;
+
   const failures: string[] = [];
   for (const r of threads?.ort ?? []) if (r.error) failures.push(`threads: onnxruntime-web ${r.shape} N=${r.context} numThreads ${r.threads}: ${r.error}`);
   for (const r of decode) {
@@ -140,6 +144,7 @@ async function main(): Promise<number> {
     appends,
     bytes,
     ...(threads ? { threads } : {}),
+    ...(forks ? { forks } : {}),
     failures,
   };
 

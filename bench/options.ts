@@ -33,7 +33,7 @@ const IMPL_GROUPS: Record<string, Impl[]> = {
   peers: ['plain-js', 'ort-matmul', 'ort-mha', 'ort-gqa'],
 };
 
-export const PARTS = ['decode', 'appends', 'bytes', 'threads'] as const;
+export const PARTS = ['decode', 'appends', 'bytes', 'threads', 'forks'] as const;
 export type Part = (typeof PARTS)[number];
 
 export interface BenchArgs {

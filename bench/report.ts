@@ -9,6 +9,7 @@ import type { DecodeRow, DecodeSkip } from './decode';
 import { formatDuration } from './progress';
 import { GROUP_SIZE, RESIDUAL, SHAPES, type BenchArgs } from './options';
 import { SERVER_CEILING, type ThreadResults } from './threads';
+import type { ForkResults } from './forks';
 
 export interface BuildInfo {
   name: VariantName;
@@ -39,6 +40,7 @@ export interface Results {
   appends: AppendRow[];
   bytes: BytesRow[];
   threads?: ThreadResults;
+  forks?: ForkResults;
   failures: string[];
 }
 
@@ -172,6 +174,21 @@ export function markdown(res: Results): string {
   }
 
   if (res.threads) out.push(threadsMarkdown(res.threads));
+  if (res.forks) {
+    const f = res.forks;
+    const mib = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
+    out.push(`## Forks: ${f.count} sequences from one ${tokens(f.prompt)}-token prompt, each decoding ${f.decode} tokens`, '');
+    out.push(`Llama-3-8B shape (${f.options.layers} layers, ${f.options.kvHeads} kv heads, D ${f.options.headDim}), KIVI-${f.options.bits}, G ${f.options.groupSize}, R ${f.options.residual}. ` +
+      'Separate: ' + `${f.count} caches each fed the prompt and its own ${f.decode} tokens. Forked: the prompt once, ${f.count} \`fork()\`s each decoding its own tokens; ` +
+      "memory counts shared blocks once (the original's byteLength plus each fork's byteLength − sharedByteLength; stored bytes likewise).");
+    out.push('');
+    out.push(table(['', 'held (byteLength)', 'stored (stats().bytes)'], [
+      ['separate caches', mib(f.separate.byteLength), mib(f.separate.storedBytes)],
+      ['forks of one prompt', mib(f.forked.byteLength), mib(f.forked.storedBytes)],
+      ['forks ÷ separate', `${(f.forked.byteLength / f.separate.byteLength).toFixed(2)}×`, `${(f.forked.storedBytes / f.separate.storedBytes).toFixed(2)}×`],
+    ], ['l', 'r', 'r']));
+    out.push('');
+  }
 
   const goals = targets(res);
   if (goals.length > 0) {

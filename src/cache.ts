@@ -12,7 +12,7 @@ import type { WasmRuntime } from './wasm';
 import { describe, resolveOptions, type ResolvedOptions } from './options';
 import { bytesPerToken, decodeGroups, halfToNumber, streamLayout, VALUE_BLOCK, type GroupListing, type StreamLayout } from './layout';
 import { parseCache, serializeCache, type ParsedStream } from './serialize';
-import { Chunk, copyHeads, releaseChunk, Stream, type View } from './storage';
+import { Chunk, copyHeads, releaseChunk, Stream, type Rows, type View } from './storage';
 import { serializeStream, type CacheStream, type SerializeStreamOptions } from './stream';
 import { tokensToFlush, undoRows, type StreamRole } from './schedule';
 import {
@@ -632,7 +632,9 @@ export class KiviCache {
   /**
    * A new cache that continues from the same tokens: the quantized blocks are shared (held once
    * for every fork; blocks never change once written), the f32 rows (sinks, residual) are copied.
-   * Appending, truncating or disposing one never changes another; each serializes on its own.
+   * First the flush the next append would make is applied to this cache (SPEC.md), so that a prompt
+   * appended just before forking is quantized once and shared rather than copied in f32 into every
+   * fork. Appending, truncating or disposing one never changes another; each serializes on its own.
    */
   fork(): KiviCache {
     const where = 'KiviCache.fork';
@@ -640,37 +642,74 @@ export class KiviCache {
     const rt = this.runtime;
     const H = this.options.kvHeads;
     const copy = new KiviCache(rt, this.options, false);
+    const plans = this.layerStates.map((l) => (['keys', 'values'] as const).map((role) => this.planStream(l, role, 0, l.sinkCount)));
+    const flat = plans.flat();
+    // Everything allocated first (the flush's regions and the fork's rows), all or nothing.
+    const rows: { residual: Rows; sinks: Rows }[] = [];
     try {
-      this.layerStates.forEach((l, i) => {
-        const c = copy.layerStates[i]!;
-        c.tokens = l.tokens;
-        c.sinkCount = l.sinkCount;
-        for (const role of ['keys', 'values'] as const) {
-          const from = l.stream(role);
-          const to = c.stream(role);
-          // The f32 rows first: they may fail to allocate, and the chunks are not shared yet.
-          if (from.residual.capacity > 0) {
-            to.residual = { ptr: rt.alloc(H * from.residual.capacity * this.rowBytes, 'residual tokens'), capacity: from.residual.capacity };
-            copyHeads(rt.u8, H, from.residual.ptr, from.residual.capacity, to.residual.ptr, to.residual.capacity, this.rowBytes, from.residualStart + from.residualCount);
-          }
-          if (from.sinks.capacity > 0) {
-            to.sinks = { ptr: rt.alloc(H * from.sinks.capacity * this.rowBytes, 'sink tokens'), capacity: from.sinks.capacity };
-            copyHeads(rt.u8, H, from.sinks.ptr, from.sinks.capacity, to.sinks.ptr, to.sinks.capacity, this.rowBytes, l.sinkCount);
-          }
-          to.residualStart = from.residualStart;
-          to.residualCount = from.residualCount;
-          to.quantizedTokens = from.quantizedTokens;
-          to.views = from.views.map((v) => {
-            v.chunk.refs++;
-            return { chunk: v.chunk, tokens: v.tokens };
-          });
-          to.undo = from.undo.map((e) => ({ ...e, views: e.views.map((v) => ({ ...v })) }));
-        }
-      });
+      this.allocate(flat);
+      for (const plan of flat) {
+        const s = plan.stream;
+        const residual = plan.residualPtr !== 0 ? plan.residualCapacity : s.residual.capacity;
+        rows.push({
+          residual: { ptr: residual > 0 ? rt.alloc(H * residual * this.rowBytes, 'residual tokens') : 0, capacity: residual },
+          sinks: { ptr: s.sinks.capacity > 0 ? rt.alloc(H * s.sinks.capacity * this.rowBytes, 'sink tokens') : 0, capacity: s.sinks.capacity },
+        });
+      }
     } catch (error) {
+      this.freePlanned(flat);
+      for (const r of rows) {
+        rt.free(r.residual.ptr);
+        rt.free(r.sinks.ptr);
+      }
       copy.dispose();
       throw error;
     }
+    const areas = new Areas();
+    const job = areas.add(FLUSH_JOB_BYTES + 4 * FLUSH_RECORD_BYTES + 64);
+    const scratch = areas.add(rt.threads * this.quantizeScratchBytes());
+    try {
+      const base = rt.workspace(areas.size, 'fork');
+      for (const layerPlans of plans) this.runFlush(layerPlans, base + job, base + scratch);
+    } catch (error) {
+      this.freePlanned(flat);
+      for (const r of rows) {
+        rt.free(r.residual.ptr);
+        rt.free(r.sinks.ptr);
+      }
+      copy.dispose();
+      throw error;
+    } finally {
+      rt.trimWorkspace(WORKSPACE_KEEP_BYTES);
+    }
+    // From here on nothing can fail.
+    this.layerStates.forEach((l, i) => {
+      this.moveRows(l, plans[i]!);
+      for (const plan of plans[i]!) this.commit(l, plan, l.tokens, 0);
+    });
+    if (flat.some((p) => p.flush > 0)) this.revision++;
+    this.layerStates.forEach((l, i) => {
+      const c = copy.layerStates[i]!;
+      c.tokens = l.tokens;
+      c.sinkCount = l.sinkCount;
+      (['keys', 'values'] as const).forEach((role, j) => {
+        const from = l.stream(role);
+        const to = c.stream(role);
+        const own = rows[2 * i + j]!;
+        to.residual = own.residual;
+        to.sinks = own.sinks;
+        if (own.residual.ptr !== 0) copyHeads(rt.u8, H, from.residual.ptr, from.residual.capacity, own.residual.ptr, own.residual.capacity, this.rowBytes, from.residualStart + from.residualCount);
+        if (own.sinks.ptr !== 0) copyHeads(rt.u8, H, from.sinks.ptr, from.sinks.capacity, own.sinks.ptr, own.sinks.capacity, this.rowBytes, l.sinkCount);
+        to.residualStart = from.residualStart;
+        to.residualCount = from.residualCount;
+        to.quantizedTokens = from.quantizedTokens;
+        to.views = from.views.map((v) => {
+          v.chunk.refs++;
+          return { chunk: v.chunk, tokens: v.tokens };
+        });
+        to.undo = from.undo.map((e) => ({ ...e, views: e.views.map((v) => ({ ...v })) }));
+      });
+    });
     return copy;
   }
 

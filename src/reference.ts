@@ -254,25 +254,7 @@ export class ReferenceCache {
     if (keys.length !== values.length || keys.length === 0 || keys.length % w !== 0) {
       throw new Error('ReferenceCache.append: keys and values must hold the same whole number (>= 1) of tokens');
     }
-    if (this.options.bits !== 32) {
-      for (const stream of [st.keys, st.values]) {
-        const before = { tokens: stream.quantized, groups: stream.scales.length, codes: stream.codes.length };
-        this.flush(stream);
-        if (stream.quantized > before.tokens) {
-          stream.undo.push({ position: st.tokens, tokens: stream.quantized - before.tokens, groups: before.groups, codes: before.codes });
-          // Only the newest flushes, undoTokens in all, can be undone.
-          const window = this.undoTokens(stream);
-          let total = 0;
-          for (let i = stream.undo.length - 1; i >= 0; i--) {
-            total += stream.undo[i]!.tokens;
-            if (total > window) {
-              stream.undo.splice(0, i + 1);
-              break;
-            }
-          }
-        }
-      }
-    }
+    this.flushLayer(st);
     const n = keys.length / w;
     for (let t = 0; t < n; t++) {
       const k = Float64Array.from(keys.subarray(t * w, (t + 1) * w));
@@ -287,6 +269,28 @@ export class ReferenceCache {
         st.values.inputs.push(Float64Array.from(v));
       }
       st.tokens++;
+    }
+  }
+
+  /** The flush at the start of an append (SPEC.md), remembered for truncate. */
+  private flushLayer(st: Layer): void {
+    if (this.options.bits === 32) return;
+    for (const stream of [st.keys, st.values]) {
+      const before = { tokens: stream.quantized, groups: stream.scales.length, codes: stream.codes.length };
+      this.flush(stream);
+      if (stream.quantized > before.tokens) {
+        stream.undo.push({ position: st.tokens, tokens: stream.quantized - before.tokens, groups: before.groups, codes: before.codes });
+        // Only the newest flushes, undoTokens in all, can be undone.
+        const window = this.undoTokens(stream);
+        let total = 0;
+        for (let i = stream.undo.length - 1; i >= 0; i--) {
+          total += stream.undo[i]!.tokens;
+          if (total > window) {
+            stream.undo.splice(0, i + 1);
+            break;
+          }
+        }
+      }
     }
   }
 
@@ -339,8 +343,10 @@ export class ReferenceCache {
     }
   }
 
-  /** An independent copy (what `cache.fork()` must behave as). */
+  /** What `cache.fork()` does: this cache first makes the flush its next append would (SPEC.md,
+   *  fork), then an independent copy is returned. */
   fork(): ReferenceCache {
+    for (const st of this.layerState) this.flushLayer(st);
     const copy = new ReferenceCache(this.options);
     const rows = (list: Float64Array[]) => list.map((r) => Float64Array.from(r));
     const stream = (s: Stream): Stream => ({

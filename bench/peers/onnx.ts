@@ -92,6 +92,8 @@ message OperatorSetIdProto { string domain = 1; int64 version = 2; }
 `;
 
 const FLOAT = 1;
+/** ONNX TensorProto.DataType FLOAT16 */
+export const FLOAT16 = 10;
 const INT32 = 6;
 const INT64 = 7;
 const ATTR_FLOAT = 1;
@@ -101,10 +103,10 @@ const ATTR_INTS = 7;
 let modelProto: protobuf.Type | undefined;
 
 type Attribute = number | number[] | { float: number };
-interface NodeSpec { op: string; inputs: string[]; outputs: string[]; domain?: string; attributes?: Record<string, Attribute> }
+export interface NodeSpec { op: string; inputs: string[]; outputs: string[]; domain?: string; attributes?: Record<string, Attribute> }
 /** dims: numbers, or strings for symbolic dimensions */
-interface ValueSpec { name: string; type: number; dims: (number | string)[] }
-interface GraphSpec { name: string; inputs: ValueSpec[]; outputs: ValueSpec[]; nodes: NodeSpec[]; int64Initializers?: Record<string, number[]> }
+export interface ValueSpec { name: string; type: number; dims: (number | string)[] }
+export interface GraphSpec { name: string; inputs: ValueSpec[]; outputs: ValueSpec[]; nodes: NodeSpec[]; int64Initializers?: Record<string, number[]> }
 
 function valueInfo(v: ValueSpec): object {
   return { name: v.name, type: { tensorType: { elemType: v.type, shape: { dim: v.dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) } } } };
@@ -117,7 +119,7 @@ function attribute(name: string, a: Attribute): object {
 }
 
 /** serialized ONNX model (IR 8, opset 17 + com.microsoft 1) */
-function buildModel(g: GraphSpec): Uint8Array {
+export function buildModel(g: GraphSpec): Uint8Array {
   modelProto ??= protobuf.parse(ONNX_PROTO, { keepCase: false }).root.lookupType('onnx.ModelProto');
   const model = {
     irVersion: 8,

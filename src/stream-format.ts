@@ -58,16 +58,25 @@ function tables(): Uint32Array {
   return t;
 }
 
+/** Typed arrays use the platform's byte order: the word loop below needs little-endian. */
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+
 /** zlib's crc32(crc, data): the CRC-32 of everything `crc` covered followed by data[start, end). */
 export function crc32Update(crc: number, data: Uint8Array, start = 0, end = data.length): number {
   const t = tables();
   let c = ~crc;
   let i = start;
-  for (; i + 8 <= end; i += 8) {
-    const lo = c ^ (data[i]! | (data[i + 1]! << 8) | (data[i + 2]! << 16) | (data[i + 3]! << 24));
-    const hi = data[i + 4]! | (data[i + 5]! << 8) | (data[i + 6]! << 16) | (data[i + 7]! << 24);
-    c = t[1792 + (lo & 0xff)]! ^ t[1536 + ((lo >>> 8) & 0xff)]! ^ t[1280 + ((lo >>> 16) & 0xff)]! ^ t[1024 + (lo >>> 24)]! ^
-      t[768 + (hi & 0xff)]! ^ t[512 + ((hi >>> 8) & 0xff)]! ^ t[256 + ((hi >>> 16) & 0xff)]! ^ t[hi >>> 24]!;
+  if (LITTLE_ENDIAN) {
+    // Eight bytes a step, read as two aligned 32-bit words (about twice as fast as bytes in V8).
+    while (i < end && ((data.byteOffset + i) & 3) !== 0) c = t[(c ^ data[i++]!) & 0xff]! ^ (c >>> 8);
+    const words = new Uint32Array(data.buffer, data.byteOffset + i, (end - i) >>> 3 << 1);
+    for (let w = 0; w < words.length; w += 2) {
+      const lo = c ^ words[w]!;
+      const hi = words[w + 1]!;
+      c = t[1792 + (lo & 0xff)]! ^ t[1536 + ((lo >>> 8) & 0xff)]! ^ t[1280 + ((lo >>> 16) & 0xff)]! ^ t[1024 + (lo >>> 24)]! ^
+        t[768 + (hi & 0xff)]! ^ t[512 + ((hi >>> 8) & 0xff)]! ^ t[256 + ((hi >>> 16) & 0xff)]! ^ t[hi >>> 24]!;
+    }
+    i += words.length * 4;
   }
   for (; i < end; i++) c = t[(c ^ data[i]!) & 0xff]! ^ (c >>> 8);
   return ~c >>> 0;

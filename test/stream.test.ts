@@ -287,6 +287,31 @@ describe('serializeStream / restoreCacheStream', () => {
     expect(() => cache.serializeStream()).toThrow(/^KiviCache\.serializeStream: the cache was disposed/);
   });
 
+  it('the stream is async-iterable where ReadableStream is not (and leaving the loop early cancels it)', async () => {
+    const kivi = kivis.get('simd')!;
+    const o: CacheOptions = { layers: 1, kvHeads: 2, headDim: 16, bits: 2, groupSize: 8, residual: 8 };
+    const cache = kivi.createCache(o);
+    feed(cache, o, new Rng(4), [300]);
+    const proto = ReadableStream.prototype as unknown as Record<symbol, unknown>;
+    const native = Object.getOwnPropertyDescriptor(proto, Symbol.asyncIterator);
+    delete proto[Symbol.asyncIterator];
+    try {
+      const stream = cache.serializeStream({ chunkBytes: 256 });
+      expect(Object.prototype.hasOwnProperty.call(stream, Symbol.asyncIterator)).toBe(true);
+      const restored = await kivi.restoreCacheStream(await collect(stream));
+      expect(restored.serialize()).toEqual(cache.serialize());
+      const early = cache.serializeStream({ chunkBytes: 256 });
+      for await (const chunk of early) {
+        expect(chunk.length).toBeGreaterThan(0);
+        break;
+      }
+      // Cancelled: a new reader sees the stream closed.
+      expect((await early.getReader().read()).done).toBe(true);
+    } finally {
+      if (native) Object.defineProperty(proto, Symbol.asyncIterator, native);
+    }
+  });
+
   it('onLayer reports each layer as it completes, attendable while later layers are still to come', async () => {
     const kivi = kivis.get('simd')!;
     const o: CacheOptions = { layers: 4, kvHeads: 2, headDim: 16, queryHeads: 4, bits: 2, groupSize: 16, residual: 32 };

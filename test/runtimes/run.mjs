@@ -142,6 +142,9 @@ try {
       dependencies: { 'kivi-wasm': `file:${tarball}` },
     }, null, 2));
     for (const f of ['check.mjs', 'main.mjs', 'main.cjs', 'worker.mjs']) copyFileSync(join(here, f), join(app, f));
+    // The fs-streams example (examples/node-fs), run below in Node, Deno and Bun.
+    mkdirSync(join(app, 'node-fs'));
+    for (const f of ['cache-file.mjs', 'demo.mjs']) copyFileSync(join(root, 'examples', 'node-fs', f), join(app, 'node-fs', f));
     await exec(npm, ['install', '--no-audit', '--no-fund'], { cwd: app, timeout: 300_000 });
   });
 
@@ -205,6 +208,26 @@ try {
       row.seconds = ((performance.now() - t0) / 1000).toFixed(1);
       if (row.status !== 'pass') failed = true;
       console.log(`${row.runtime}: ${row.status}${row.note ? `\n    ${row.note}` : ''}`);
+    }
+  });
+
+  // A cache written to a file with fs streams and restored from it (examples/node-fs/demo.mjs): a
+  // 4-layer KIVI-2 cache of 4096 tokens in 1 MiB chunks, restored bit-identically, in each runtime.
+  await step('fs streams (examples/node-fs) in Node, Deno, Bun', async () => {
+    const file = (name) => join(tmp, `fs-${name}.cache`);
+    for (const [name, run] of [
+      ['node', () => exec(process.execPath, ['node-fs/demo.mjs', file('node')], { cwd: app })],
+      ['deno', () => exec(bin('.bin', 'deno'), ['run', '--no-lock', '--allow-read', '--allow-write', '--allow-env', '--allow-sys', 'node-fs/demo.mjs', file('deno')], { cwd: app })],
+      ['bun', () => exec(bin('.bin', 'bun'), ['--no-install', 'node-fs/demo.mjs', file('bun')], { cwd: app })],
+    ]) {
+      try {
+        const out = (await run()).trim();
+        if (!/restored attends bit-identically/.test(out)) throw new Error(out);
+        console.log(`${name}: ${out}`);
+      } catch (error) {
+        failed = true;
+        console.log(`${name}: fs streams FAILED: ${String(error.message ?? error).split('\n').slice(0, 8).join('\n    ')}`);
+      }
     }
   });
 

@@ -14,7 +14,7 @@
 //   NEXT     the next task index to claim (atomic add); CLOSED while the facade writes the job
 //   DONE     tasks finished (atomic add); whoever finishes the last one notifies on this word
 //   SCRATCH  thread t's scratch is SCRATCH + t·SCRATCH_BYTES (threads never share scratch)
-//   FAULT    for tests: the thread index that traps instead of running its first task, else -1
+//   FAULT    for tests: the thread index that traps as it starts the job, else -1
 //   PROFILE  for benchmarks: 0, or i32 counters, one per thread, of the tasks each ran
 //   payload from word 8 (byte 32), per KIND below.
 

@@ -25,10 +25,10 @@ import { atomicIncrement } from './atomics';
 export function run_job(job: usize, thread: i32): void {
   const scratch = pointer(job, JobWord.SCRATCH) + <usize>thread * pointer(job, JobWord.SCRATCH_BYTES);
   const kind = word(job, JobWord.KIND);
+  if (word(job, JobWord.FAULT) == thread) unreachable(); // fault injection (tests): a trap in this thread
   for (;;) {
     const task = atomicIncrement(job + (<usize>JobWord.NEXT << 2));
     if (task >= word(job, JobWord.TASKS)) break;
-    if (word(job, JobWord.FAULT) == thread) unreachable(); // fault injection (tests): a trap in this thread
     if (kind == JobKind.ATTEND) attendTask(job, task, scratch);
     else if (kind == JobKind.FLUSH) flushTask(job, task, scratch);
     else if (kind == JobKind.COPY_ROWS) copyTask(job, task);

@@ -43,7 +43,7 @@ beforeAll(async () => {
     ],
   });
   session = await ort.InferenceSession.create(model, { executionProviders: ['wasm'] });
-});
+}, 60_000); // onnxruntime-web compiles its 10 MB wasm first
 
 describe('onnxruntime-web fp16 present tensors into the cache', () => {
   it('takes present.N.key/value (float16) as half bits and attends like f32 holding the same values', async () => {

@@ -176,10 +176,11 @@ describe('serializeStream / restoreCacheStream', () => {
       }
       restored.dispose();
     }
+    // A fork changing does not touch the stream of the cache it came from. (fork() itself applies the
+    // flush the next append would make to the cache it forks, so it is taken before the stream.)
+    const fork = cache.fork();
     const reader = cache.serializeStream({ chunkBytes: 300 }).getReader();
     await reader.read();
-    // A fork changing does not touch the stream of the cache it came from.
-    const fork = cache.fork();
     feed(fork, o, random, [5], 0);
     fork.truncate(1);
     await reader.read();

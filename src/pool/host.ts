@@ -77,15 +77,14 @@ export function canBlock(): boolean {
   return blocking;
 }
 
-/** Starts a worker running workerMain(init). */
-export function startWorker(init: WorkerInit): HostWorker {
+/** Starts a worker running workerMain(init); `failed` hears of a worker that could not start or died
+ *  of an uncaught error (while the caller's event loop runs, i.e. not during a call). */
+export function startWorker(init: WorkerInit, failed: (message: string) => void): HostWorker {
   const threads = nodeWorkerThreads();
   if (threads !== undefined) {
     const worker = new threads.Worker(workerSource('node'), { eval: true, workerData: init, name: `kivi-wasm ${init.index}` });
     worker.unref(); // the pool must never keep the process alive
-    worker.on('error', () => {
-      // a worker that dies is noticed by the caller through the control block (pool.ts)
-    });
+    worker.on('error', (error) => failed(String(error)));
     return { terminate: () => void worker.terminate(), started: () => {} };
   }
   const url = URL.createObjectURL(new Blob([workerSource('web')], { type: 'text/javascript' }));
@@ -97,6 +96,7 @@ export function startWorker(init: WorkerInit): HostWorker {
     URL.revokeObjectURL(url);
     throw error;
   }
+  worker.onerror = (event) => failed(event.message || 'the worker could not be loaded');
   worker.postMessage(init);
   return { terminate: () => worker.terminate(), started: () => URL.revokeObjectURL(url) };
 }

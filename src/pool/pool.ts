@@ -62,6 +62,7 @@ export class WorkerPool {
     const ctl = new Int32Array(memory.buffer, control, CONTROL_BYTES / 4);
     Atomics.store(ctl, Control.KILL, -1);
     const started: HostWorker[] = [];
+    let failure: string | null = null;
     const stopAll = () => {
       Atomics.store(ctl, Control.STOP, 1);
       Atomics.add(ctl, Control.GENERATION, 1);
@@ -69,13 +70,19 @@ export class WorkerPool {
       for (const worker of started) worker.terminate();
     };
     try {
-      for (let i = 1; i <= workers; i++) started.push(startWorker({ module, memory, control, index: i, workers, spins: settings.spins }));
+      for (let i = 1; i <= workers; i++) {
+        started.push(startWorker({ module, memory, control, index: i, workers, spins: settings.spins }, (message) => (failure ??= `worker ${i}: ${message}`)));
+      }
     } catch (error) {
       stopAll();
       throw new Error(`cannot start a worker: ${String(error)}`);
     }
     const deadline = performance.now() + settings.startMs;
     while (Atomics.load(ctl, Control.READY) < workers) {
+      if (failure !== null) {
+        stopAll();
+        throw new Error(`a worker failed to start: ${failure}`);
+      }
       if (performance.now() > deadline) {
         stopAll();
         throw new Error(`only ${Atomics.load(ctl, Control.READY)} of ${workers} workers started within ${settings.startMs} ms`);

@@ -161,6 +161,19 @@ function rangePartial(job: usize, head: i32, rows: i32, first: i32, r: i32, quer
   segmentSums(job, head, rows, start, end, scores, columns, out, kernelScratch);
 }
 
+/** Index of the first of `count` segments (sorted, contiguous) that ends after `start`. */
+function firstSegmentAfter(segments: usize, count: i32, start: i32): i32 {
+  let low = 0;
+  let high = count;
+  while (low < high) {
+    const mid = (low + high) >>> 1;
+    const seg = segments + (<usize>(mid * Seg.WORDS) << 2);
+    if (load<i32>(seg, Seg.FIRST << 2) + load<i32>(seg, Seg.TOKENS << 2) <= start) low = mid + 1;
+    else high = mid;
+  }
+  return low;
+}
+
 /** Scores of the rows against the keys of [start, end), into columns 0 .. end − start. */
 function segmentScores(job: usize, head: i32, rows: i32, start: i32, end: i32, queries: usize, scores: usize, stride: i32, kernelScratch: usize): void {
   const D = word(job, A.D);
@@ -168,9 +181,10 @@ function segmentScores(job: usize, head: i32, rows: i32, start: i32, end: i32, q
   const bits = word(job, A.BITS);
   const segments = pointer(job, A.KEY_SEGMENTS);
   const count = word(job, A.KEY_SEGMENT_COUNT);
-  for (let i = 0; i < count; i++) {
+  for (let i = firstSegmentAfter(segments, count, start); i < count; i++) {
     const seg = segments + (<usize>(i * Seg.WORDS) << 2);
     const segFirst = load<i32>(seg, Seg.FIRST << 2);
+    if (segFirst >= end) break;
     const from = max(start, segFirst);
     const to = min(end, segFirst + load<i32>(seg, Seg.TOKENS << 2));
     if (from >= to) continue;
@@ -195,9 +209,10 @@ function segmentSums(job: usize, head: i32, rows: i32, start: i32, end: i32, wei
   const bits = word(job, A.BITS);
   const segments = pointer(job, A.VALUE_SEGMENTS);
   const count = word(job, A.VALUE_SEGMENT_COUNT);
-  for (let i = 0; i < count; i++) {
+  for (let i = firstSegmentAfter(segments, count, start); i < count; i++) {
     const seg = segments + (<usize>(i * Seg.WORDS) << 2);
     const segFirst = load<i32>(seg, Seg.FIRST << 2);
+    if (segFirst >= end) break;
     const from = max(start, segFirst);
     const to = min(end, segFirst + load<i32>(seg, Seg.TOKENS << 2));
     if (from >= to) continue;

@@ -28,8 +28,16 @@ export const MAX_ABS_INPUT = 65504;
 /** The shared workspace is kept after a call up to this size; a long prompt's staging is freed. */
 const WORKSPACE_KEEP_BYTES = 16 << 20;
 
-/** Tokens per attention range (rounded up to a multiple of every block size, rangeTokens). */
-const RANGE_TARGET = 256;
+/**
+ * Tokens per attention range, from the number of kv heads (rounded up to a multiple of every block
+ * size): a decode step has kvHeads × N / L range tasks, enough for 16 threads at 4K tokens with
+ * L = 64·kvHeads, and each range costs a little on its own (its softmax, its share of the fold), so
+ * layers with many heads take longer ranges (up to 2048: Llama-2-7B's 32 heads) and those with few
+ * shorter ones (down to 256: MQA). It depends on the options only, never on the threads.
+ */
+function rangeTarget(kvHeads: number): number {
+  return Math.min(2048, Math.max(256, 64 * kvHeads));
+}
 
 /** Query rows per attention tile (a tile is a few query tokens of one kv head's GQA group). */
 const TILE_ROWS = 16;
@@ -144,7 +152,7 @@ export class KiviCache {
     const o = this.options;
     this.rowBytes = o.headDim * 4;
     const unit = lcm(o.groupSize, VALUE_BLOCK);
-    this.rangeTokens = unit * Math.ceil(RANGE_TARGET / unit);
+    this.rangeTokens = unit * Math.ceil(rangeTarget(o.kvHeads) / unit);
     const keyLayout = streamLayout(o, o.keyGrouping);
     const valueLayout = streamLayout(o, o.valueGrouping);
     this.layerStates = [];

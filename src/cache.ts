@@ -27,6 +27,13 @@ export const MAX_ABS_INPUT = 65504;
 
 /** The shared workspace is kept after a call up to this size; a long prompt's staging is freed. */
 const WORKSPACE_KEEP_BYTES = 16 << 20;
+/** Bytes of keys (and as many of values) an append stages at a time: longer prompts go in slices. */
+const STAGE_SLICE_BYTES = 128 << 20;
+let stageSliceBytes = STAGE_SLICE_BYTES;
+/** Tests: stage appends in slices of this many bytes (undefined: the default), to cross slices cheaply. */
+export function setStageSliceBytesForTests(bytes: number | undefined): void {
+  stageSliceBytes = bytes ?? STAGE_SLICE_BYTES;
+}
 
 /**
  * Tokens per attention range, from the number of kv heads (rounded up to a multiple of every block
@@ -230,11 +237,11 @@ export class KiviCache {
     return { tokens: length / rowLength, type };
   }
 
-  /** Copies an input's bytes into wasm memory at `at` (f32 values, or half bits). */
-  private stage(data: Tensor, type: ElementType, at: number): void {
+  /** Copies elements first … first + count − 1 of an input into wasm memory at `at` (f32 values, or half bits). */
+  private stage(data: Tensor, type: ElementType, at: number, first: number, count: number): void {
     const rt = this.runtime;
-    if (type === ElementType.F32) rt.f32.set(data as Float32Array, at >>> 2);
-    else rt.u16.set(new Uint16Array(data.buffer, data.byteOffset, data.length), at >>> 1);
+    if (type === ElementType.F32) rt.f32.set((data as Float32Array).subarray(first, first + count), at >>> 2);
+    else rt.u16.set(new Uint16Array(data.buffer, data.byteOffset + 2 * first, count), at >>> 1);
   }
 
   /** Index of the first element of the `count` staged at `at` that is not finite or exceeds maxAbs, or -1. */
@@ -269,36 +276,55 @@ export class KiviCache {
 
     const rt = this.runtime;
     const type = k.type;
-    const count = keys.length;
-    const inputBytes = count * (type === ElementType.F32 ? 4 : 2);
+    const elementBytes = type === ElementType.F32 ? 4 : 2;
+    const rowLength = o.kvHeads * o.headDim;
+    // A long prompt is staged in slices of tokens (one block of wasm memory holds at most 1 GiB):
+    // every slice is checked before anything changes, then staged again to be copied in.
+    const sliceTokens = Math.max(1, Math.min(n, Math.floor(stageSliceBytes / (rowLength * elementBytes))));
+    const sliced = sliceTokens < n;
+    const sliceCount = sliceTokens * rowLength;
     const sinkTake = Math.min(n, o.sinkTokens - state.sinkCount);
     const added = n - sinkTake;
     const plans = (['keys', 'values'] as const).map((role) => this.planStream(state, role, added, state.sinkCount + sinkTake));
-    // The workspace: staged keys and values, then the jobs and their records, then per-thread scratch.
+    // The workspace: staged keys and values (of one slice), then the jobs and their records, then per-thread scratch.
     const areas = new Areas();
-    const stagedKeys = areas.add(inputBytes);
-    const stagedValues = areas.add(inputBytes);
-    const jobs = areas.add(Math.max(VALIDATE_JOB_BYTES + validateTasks(2 * count) * 4, FLUSH_JOB_BYTES + 4 * FLUSH_RECORD_BYTES, COPY_JOB_BYTES + 4 * COPY_RECORD_BYTES) + 64);
+    const stagedKeys = areas.add(sliceCount * elementBytes);
+    const stagedValues = areas.add(sliceCount * elementBytes);
+    const jobs = areas.add(Math.max(VALIDATE_JOB_BYTES + validateTasks(2 * sliceCount) * 4, FLUSH_JOB_BYTES + 4 * FLUSH_RECORD_BYTES, COPY_JOB_BYTES + 4 * COPY_RECORD_BYTES) + 64);
     const scratch = areas.add(rt.threads * this.quantizeScratchBytes());
     const base = rt.workspace(areas.size, 'append staging');
+    const stageSlice = (first: number, tokens: number) => {
+      this.stage(keys, type, base + stagedKeys, first * rowLength, tokens * rowLength);
+      this.stage(values, type, base + stagedValues, first * rowLength, tokens * rowLength);
+    };
     try {
-      this.stage(keys, type, base + stagedKeys);
-      this.stage(values, type, base + stagedValues);
-      // Keys and values are staged one after the other: one check covers both.
-      const jobAreas = new Areas();
-      const bad = this.firstInvalid(jobAreas, base + jobs, 2 * count, base + stagedKeys, type, MAX_ABS_INPUT);
-      if (bad >= 0) {
-        const [name, data, index] = bad < count ? ['keys', keys, bad] as const : ['values', values, bad - count] as const;
-        const x = data[index]!;
-        const shown = type === ElementType.F32 ? x : `half bits 0x${x.toString(16).padStart(4, '0')}`;
-        const why = type === ElementType.F32 && Number.isFinite(x) ? `|x| <= ${MAX_ABS_INPUT} (a half must hold it)` : 'finite numbers';
-        throw new RangeError(`${where}: ${name} must hold ${why}, got ${shown} at index ${index}`);
+      for (let first = 0; first < n; first += sliceTokens) {
+        const tokens = Math.min(sliceTokens, n - first);
+        stageSlice(first, tokens);
+        // A whole slice's keys and values lie one after the other: one check covers both.
+        const count = tokens * rowLength;
+        const runs = tokens === sliceTokens ? [[base + stagedKeys, 2 * count, 0]] : [[base + stagedKeys, count, 0], [base + stagedValues, count, count]];
+        for (const [at, length, offset] of runs as [number, number, number][]) {
+          const found = this.firstInvalid(new Areas(), base + jobs, length, at, type, MAX_ABS_INPUT);
+          if (found < 0) continue;
+          const bad = offset + found;
+          const [name, data, inSlice] = bad < count ? ['keys', keys, bad] as const : ['values', values, bad - count] as const;
+          const index = first * rowLength + inSlice;
+          const x = data[index]!;
+          const shown = type === ElementType.F32 ? x : `half bits 0x${x.toString(16).padStart(4, '0')}`;
+          const why = type === ElementType.F32 && Number.isFinite(x) ? `|x| <= ${MAX_ABS_INPUT} (a half must hold it)` : 'finite numbers';
+          throw new RangeError(`${where}: ${name} must hold ${why}, got ${shown} at index ${index}`);
+        }
       }
       this.allocate(plans);
       try {
         this.runFlush(plans, base + jobs, base + scratch);
         this.moveRows(state, plans);
-        this.runCopy(state, plans, sinkTake, added, type, [base + stagedKeys, base + stagedValues], base + jobs);
+        for (let first = 0; first < n; first += sliceTokens) {
+          const tokens = Math.min(sliceTokens, n - first);
+          if (sliced) stageSlice(first, tokens); // else still staged from the check
+          this.runCopy(state, plans, sinkTake, first, tokens, type, [base + stagedKeys, base + stagedValues], base + jobs);
+        }
       } catch (error) {
         this.freePlanned(plans);
         throw error;
@@ -444,27 +470,33 @@ export class KiviCache {
   }
 
   /** The new tokens into their rows: the first ones to the sinks, the rest after the live residual rows. */
-  private runCopy(state: Layer, plans: StreamPlan[], sinkTake: number, added: number, type: ElementType, staged: number[], job: number): void {
+  /** Copies tokens first … first + tokens − 1 of the append (staged from its first) into the sinks and residual rows. */
+  private runCopy(state: Layer, plans: StreamPlan[], sinkTake: number, first: number, tokens: number, type: ElementType, staged: number[], job: number): void {
     const rt = this.runtime;
     const o = this.options;
+    const end = first + tokens;
     const records: CopyRecord[] = [];
     plans.forEach((plan, i) => {
       const s = plan.stream;
-      if (sinkTake > 0) {
+      // The append's tokens 0 … sinkTake − 1 complete the sinks, the rest follow the live residual rows.
+      const s0 = first, s1 = Math.min(end, sinkTake);
+      if (s1 > s0) {
         const sinks = plan.sinkPtr !== 0 ? { ptr: plan.sinkPtr, capacity: plan.sinkCapacity } : s.sinks;
-        records.push({ firstToken: 0, tokens: sinkTake, src: staged[i]!, dst: sinks.ptr + state.sinkCount * this.rowBytes, dstHeadStride: sinks.capacity * this.rowBytes });
+        records.push({ firstToken: s0 - first, tokens: s1 - s0, src: staged[i]!, dst: sinks.ptr + (state.sinkCount + s0) * this.rowBytes, dstHeadStride: sinks.capacity * this.rowBytes });
       }
-      if (added > 0) {
+      const r0 = Math.max(first, sinkTake), r1 = end;
+      if (r1 > r0) {
         const fresh = plan.residualPtr !== 0;
         const region = fresh ? { ptr: plan.residualPtr, capacity: plan.residualCapacity } : s.residual;
-        const row = (fresh ? plan.keep : s.residualStart + plan.flush) + s.residualCount - plan.flush;
-        records.push({ firstToken: sinkTake, tokens: added, src: staged[i]!, dst: region.ptr + row * this.rowBytes, dstHeadStride: region.capacity * this.rowBytes });
+        const row = (fresh ? plan.keep : s.residualStart + plan.flush) + s.residualCount - plan.flush + (r0 - sinkTake);
+        records.push({ firstToken: r0 - first, tokens: r1 - r0, src: staged[i]!, dst: region.ptr + row * this.rowBytes, dstHeadStride: region.capacity * this.rowBytes });
       }
     });
+    if (records.length === 0) return;
     const recordsAt = job + COPY_JOB_BYTES;
     const tasks = writeCopy(rt.i32, job, o.kvHeads, o.headDim, type, recordsAt, records);
     writeHeader(rt.i32, job, JobKind.COPY_ROWS, tasks, 0, 0);
-    rt.run(job, (sinkTake + added) * o.kvHeads * o.headDim);
+    rt.run(job, tokens * o.kvHeads * o.headDim);
   }
 
   private commit(state: Layer, plan: StreamPlan, position: number, added: number): void {
@@ -787,7 +819,7 @@ export class KiviCache {
     const scratch = areas.add(rt.threads * scratchBytes);
     const base = rt.workspace(areas.size);
     try {
-      this.stage(queries, queryType, base + stagedQueries);
+      this.stage(queries, queryType, base + stagedQueries, 0, queries.length);
       const bad = this.firstInvalid(new Areas(), base + job, queries.length, base + stagedQueries, queryType, 3.4028234663852886e38);
       if (bad >= 0) {
         const x = queries[bad]!;

@@ -1,10 +1,11 @@
 // What decoders do with a cache: roll back (truncate), fork with a shared prefix, half-precision
 // inputs — every build against the float64 reference (which implements the same rules, SPEC.md), on
 // data with outlier key channels.
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { setStageSliceBytesForTests } from '../src/cache';
 import { Kivi, type CacheOptions, type KiviCache, type VariantName } from '../src/index';
 import { f16BitsToF32, f32ToF16Bits, ReferenceCache, Rng, relativeL2, syntheticKv } from '../src/reference';
-import { expectSameGroups, loadAllVariants, referenceOptions, VARIANT_NAMES } from './helpers';
+import { expectSameGroups, loadAllVariants, referenceOptions, runtimeOf, trackAllocations, VARIANT_NAMES } from './helpers';
 
 let kivis: Map<VariantName, Kivi>;
 beforeAll(async () => {
@@ -316,5 +317,55 @@ describe.each(VARIANT_NAMES)('%s build', (variant) => {
       expect(observe(cache, queries)).toEqual(before);
       cache.dispose();
     });
+  });
+});
+
+describe('a long append is staged in slices (a prompt of more than one staging slice)', () => {
+  const o: CacheOptions = { layers: 1, kvHeads: 2, headDim: 16, queryHeads: 4, bits: 2, groupSize: 8, residual: 16, sinkTokens: 5 };
+  const row = 2 * 16;
+  afterEach(() => setStageSliceBytesForTests(undefined));
+
+  for (const name of VARIANT_NAMES) {
+    it(`${name}: the same cache whatever the slices (3, 7, 64 tokens; f32 and f16), after a short append too`, () => {
+      const kivi = kivis.get(name)!;
+      for (const half of [false, true]) {
+        const feed = new Feed(o, 71);
+        const [k0, v0] = feed.tokens(2);
+        const [k1, v1] = feed.tokens(150);
+        const input = (x: Float32Array) => (half ? Uint16Array.from(x, f32ToF16Bits) : x);
+        const queries = [syntheticKv(new Rng(72), 1, 4, 16, 'queries'), syntheticKv(new Rng(73), 3, 4, 16, 'queries')];
+        const make = (sliceTokens: number | undefined) => {
+          setStageSliceBytesForTests(sliceTokens === undefined ? undefined : sliceTokens * row * (half ? 2 : 4));
+          const cache = kivi.createCache(o);
+          cache.append(0, input(k0), input(v0));
+          cache.append(0, input(k1), input(v1));
+          cache.append(0, input(k0), input(v0)); // quantizes what the long append left beyond the window
+          setStageSliceBytesForTests(undefined);
+          const seen = observe(cache, queries);
+          cache.dispose();
+          return seen;
+        };
+        const whole = make(undefined);
+        for (const slice of [3, 7, 64]) expect(make(slice), `${half ? 'f16' : 'f32'}, slices of ${slice} tokens`).toEqual(whole);
+      }
+    });
+  }
+
+  it('a bad number in a later slice: the error names its index in the whole input, and nothing changed', () => {
+    const kivi = kivis.get('simd')!;
+    const cache = kivi.createCache(o);
+    const feed = new Feed(o, 74);
+    cache.append(0, ...feed.tokens(40));
+    const before = cache.serialize();
+    const [keys, values] = feed.tokens(100);
+    values[97 * row + 5] = Number.NaN;
+    setStageSliceBytesForTests(10 * row * 4);
+    const tracker = trackAllocations(runtimeOf(kivi));
+    expect(() => cache.append(0, keys, values)).toThrow(new RangeError(`KiviCache.append: values must hold finite numbers, got NaN at index ${97 * row + 5}`));
+    keys[33 * row] = 70000;
+    expect(() => cache.append(0, keys, values)).toThrow(new RangeError(`KiviCache.append: keys must hold |x| <= 65504 (a half must hold it), got 70000 at index ${33 * row}`));
+    expect(tracker.stop().size).toBe(0);
+    expect(cache.serialize()).toEqual(before);
+    cache.dispose();
   });
 });

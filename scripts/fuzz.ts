@@ -9,7 +9,7 @@
 // recomputed (so the parser's own checks run, not only the checksum), plus targeted rewrites of
 // header and count fields with boundary values.
 //
-// Streams (--target stream): streams of the seed caches in small frames (version 2), fed as arrays,
+// Streams (--target stream; checkCacheStream must agree with every restore): streams of the seed caches in small frames (version 2), fed as arrays,
 // async iterables or ReadableStreams, with frames dropped, repeated, swapped or taken from another
 // stream, bytes flipped or changed (with the chained CRCs recomputed in most cases, so the header
 // and frame checks run), length fields rewritten, truncations, garbage appended to a chunk, a chunk
@@ -29,7 +29,7 @@
 //                               [--max-memory BYTES (Kivi.load's maxMemoryBytes, default 512 MiB)]
 // Stops at whichever of N cases or S seconds comes first; exits 1 on any failure.
 
-import { Kivi, type CacheOptions, type KiviCache } from '../src/index';
+import { checkCacheStream, Kivi, type CacheOptions, type KiviCache } from '../src/index';
 import { Rng } from '../src/reference';
 import { crc32, HEADER_BYTES, LAYER_HEADER_BYTES } from '../src/serialize';
 import { crc32Update, FRAME_OVERHEAD, STREAM_FIXED_HEADER_BYTES } from '../src/stream-format';
@@ -383,6 +383,31 @@ function sourceOf(rng: FuzzRng, c: StreamCase): unknown {
   });
 }
 
+/** The chunks through checkCacheStream: ok when it passed them on whole and byte for byte. */
+async function checkThrough(chunks: readonly Uint8Array[]): Promise<{ ok: true } | { ok: false; error: string }> {
+  let i = 0;
+  const source = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      if (i < chunks.length) controller.enqueue(chunks[i++]!);
+      else controller.close();
+    },
+  });
+  const reader = source.pipeThrough(checkCacheStream()).getReader();
+  const passed: Uint8Array[] = [];
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      passed.push(value);
+    }
+  } catch (error) {
+    return { ok: false, error: error instanceof Error ? `${error.constructor.name}: ${error.message}` : String(error) };
+  }
+  const a = concatBytes(passed), b = concatBytes(chunks);
+  if (a.length !== b.length || a.some((x, k) => x !== b[k])) return { ok: false, error: 'checkCacheStream: passed on other bytes than it was given' };
+  return { ok: true };
+}
+
 /** Counts the blocks a runtime has allocated and not freed. */
 function liveBlocks(rt: WasmRuntime): { count(): number; stop(): void } {
   const alloc = rt.alloc, free = rt.free;
@@ -426,6 +451,15 @@ export async function runStreamFuzz(kivi: Kivi, options: { cases: number; second
       if (blocks.count() !== 0) result.failures.push(`${c.kind}: a failed restore left ${blocks.count()} blocks allocated`);
     } finally {
       blocks.stop();
+    }
+    // checkCacheStream must agree: it passes the stream on whole exactly when the restore accepts it.
+    if (c.failAt === undefined) {
+      const checked = await checkThrough(c.chunks);
+      if (checked.ok !== (cache !== null)) {
+        result.failures.push(`${c.kind}: checkCacheStream ${checked.ok ? 'passed' : `refused (${checked.error})`} a stream restoreCacheStream ${cache !== null ? 'restored' : 'refused'}`);
+      } else if (!checked.ok && !/^(TypeError|RangeError): checkCacheStream: /.test(checked.error)) {
+        result.failures.push(`${c.kind}: checkCacheStream threw ${checked.error}`);
+      }
     }
     if (cache !== null) {
       result.restored++;

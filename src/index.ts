@@ -3,4 +3,4 @@ export { KiviCache, MAX_ABS_INPUT, type AttendOptions, type CacheStats, type Flo
 export type { Bits, CacheOptions, KeyGrouping, KeyWindow, ResolvedOptions, ValueGrouping } from './options';
 export type { GroupListing } from './layout';
 export { BUILDS, VARIANTS, type Build, type BuildName, type Variant, type VariantName } from './variants';
-export type { CacheSource, CacheStream, RestoreStreamOptions, SerializeStreamOptions } from './stream';
+export { checkCacheStream, type CacheSource, type CacheStream, type CacheStreamSummary, type CheckedCacheStream, type RestoreStreamOptions, type SerializeStreamOptions } from './stream';

@@ -391,22 +391,25 @@ export interface RestoreTarget {
 }
 
 export interface ReaderOptions {
-  /** Error messages begin with this (restoreCache or restoreCacheStream). */
+  /** Error messages begin with this (restoreCache, restoreCacheStream or checkCacheStream). */
   where: string;
-  runtime: WasmRuntime;
-  create(options: ResolvedOptions): RestoreTarget;
+  /** Where the data goes; without both, the reader only checks the stream (nothing is allocated). */
+  runtime?: WasmRuntime;
+  create?(options: ResolvedOptions): RestoreTarget;
 }
 
 /**
  * Reads a version-2 stream pushed in pieces of any size. Every frame is checked (sequence number,
  * length, chained CRC-32) before its bytes are copied into the cache; a region is allocated when
- * the first byte of its part arrives. push() returns the layers that became complete. On any error
- * the caller calls abort(), which frees everything the reader allocated.
+ * the first byte of its part arrives. takeCompleted() returns the layers that became complete. On
+ * any error the caller calls abort(), which frees everything the reader allocated. Without a runtime
+ * and a target it only checks (checkCacheStream): checkedBytes says how much of the stream passed.
  */
 export class FrameReader {
   private readonly where: string;
-  private readonly runtime: WasmRuntime;
+  private readonly runtime: WasmRuntime | undefined;
   private readonly create: ReaderOptions['create'];
+  private readonly checkOnly: boolean;
   private headBytes = new Uint8Array(STREAM_FIXED_HEADER_BYTES);
   private headFill = 0;
   header: StreamHeader | null = null;
@@ -434,6 +437,12 @@ export class FrameReader {
     this.where = options.where;
     this.runtime = options.runtime;
     this.create = options.create;
+    this.checkOnly = options.runtime === undefined || options.create === undefined;
+  }
+
+  /** Bytes of the stream whose frames have passed every check (0 until the header frame has). */
+  get checkedBytes(): number {
+    return this.header === null ? 0 : this.offset;
   }
 
   /** Layers completed by the bytes pushed since the last call. */
@@ -488,12 +497,12 @@ export class FrameReader {
       const inFrame = this.frameFill > 0 ? ` (${this.frameFill} of its ${FRAME_OVERHEAD + payloadBytes(h, this.frame)} bytes)` : '';
       throw new RangeError(`${this.where}: truncated: the stream ended after ${this.offset + this.frameFill} bytes, in frame ${this.frame}${inFrame} of the ${h.frames} its header announces`);
     }
-    this.finishLayers();
+    if (!this.checkOnly) this.finishLayers();
   }
 
   /** Frees what the reader allocated and disposes the cache it was restoring into. */
   abort(): void {
-    this.pending?.forEach((s) => s.release(this.runtime));
+    if (this.runtime !== undefined) this.pending?.forEach((s) => s.release(this.runtime!));
     this.pending = null;
     this.part = null;
     this.partPtr = 0;
@@ -512,6 +521,9 @@ export class FrameReader {
     }
     if (before < 6 && this.headFill >= 6) {
       const version = this.headBytes[4]! | (this.headBytes[5]! << 8);
+      if (version === 1 && this.checkOnly) {
+        throw new RangeError(`${this.where}: format version 1 cannot be checked as it streams (its one checksum ends the file); restore it and serialize it again with serializeStream for version ${STREAM_FORMAT_VERSION}`);
+      }
       if (version !== STREAM_FORMAT_VERSION) throw new RangeError(`${this.where}: unsupported format version ${version}; this build reads versions 1 and ${STREAM_FORMAT_VERSION}`);
     }
     if (this.headBytes.length === STREAM_FIXED_HEADER_BYTES && this.headFill === STREAM_FIXED_HEADER_BYTES) {
@@ -522,7 +534,12 @@ export class FrameReader {
       this.headBytes = full;
     } else if (this.headFill === this.headBytes.length && this.headFill > STREAM_FIXED_HEADER_BYTES) {
       const h = parseHeader(this.headBytes, this.where);
-      this.target = this.create(h.options);
+      if (this.checkOnly) {
+        this.header = h;
+        this.crc = h.crc;
+        return at + take;
+      }
+      this.target = this.create!(h.options);
       this.header = h;
       this.crc = h.crc;
       this.startLayer();
@@ -559,7 +576,13 @@ export class FrameReader {
         `(this frame or one before it is corrupted, or frames from another stream were mixed in)`,
       );
     }
-    if (this.runtime.isClosed) throw new TypeError(`${this.where}: the Kivi instance was closed during the restore`);
+    if (this.checkOnly) {
+      this.crc = computed;
+      this.offset += frameBytes;
+      this.frame++;
+      return;
+    }
+    if (this.runtime!.isClosed) throw new TypeError(`${this.where}: the Kivi instance was closed during the restore`);
     if (this.target!.isDisposed) throw new TypeError(`${this.where}: the cache being restored was disposed before its last layer arrived`);
     this.crc = computed;
     this.offset += frameBytes;
@@ -608,7 +631,7 @@ export class FrameReader {
 
   /** Copies checked data bytes into their regions, allocating each region at its first byte. */
   private fill(bytes: Uint8Array, at: number, end: number): void {
-    const rt = this.runtime;
+    const rt = this.runtime!;
     while (at < end) {
       if (this.part === null) {
         this.part = this.nextPart();
@@ -634,7 +657,7 @@ export class FrameReader {
   }
 
   private allocatePart(part: Part): void {
-    const rt = this.runtime;
+    const rt = this.runtime!;
     const s = this.pending![part.stream];
     const what = part.kind === 'block' ? 'quantized tokens' : part.kind === 'sinks' ? 'sink tokens' : 'residual tokens';
     const ptr = rt.alloc(part.bytes, what);

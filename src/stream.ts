@@ -293,3 +293,92 @@ export function restoreFramed(runtime: WasmRuntime, bytes: Uint8Array, create: (
   }
   return made!;
 }
+
+// ── Checking in flight ─────────────────────────────────────────────────────────────────────────
+
+/** What a checked stream held, known once its last frame has passed. */
+export interface CacheStreamSummary {
+  /** The cache's options, as restoreCacheStream would create it. */
+  readonly options: ResolvedOptions;
+  /** Tokens of each layer. */
+  readonly tokens: readonly number[];
+  /** Frames, the header's included, and bytes of the whole stream. */
+  readonly frames: number;
+  readonly bytes: number;
+}
+
+/** A TransformStream that passes a version-2 cache stream on frame by frame, once each is checked. */
+export interface CheckedCacheStream extends TransformStream<Uint8Array, Uint8Array> {
+  /** Resolves when the stream has ended whole and every frame passed; rejects with the stream's error. */
+  readonly summary: Promise<CacheStreamSummary>;
+}
+
+const CHECK = 'checkCacheStream';
+
+/**
+ * Checks a version-2 stream as it flows (no wasm, nothing allocated but the frame in flight): the
+ * bytes of a frame go on only after its sequence number, length and chained CRC-32 have passed, so
+ * a relay or an upload into storage never passes on a corrupted, reordered or foreign frame, and a
+ * stream that ends early fails at its end. Errors are the TypeError/RangeError restoreCacheStream
+ * would give, and they error both sides of the transform.
+ */
+export function checkCacheStream(): CheckedCacheStream {
+  const reader = new FrameReader({ where: CHECK });
+  /** Pieces (or their tails) not yet passed on, and the stream offset of the first. */
+  const held: Uint8Array[] = [];
+  let heldStart = 0;
+  let index = 0;
+  let settle!: { resolve(s: CacheStreamSummary): void; reject(e: unknown): void };
+  const summary = new Promise<CacheStreamSummary>((resolve, reject) => (settle = { resolve, reject }));
+  summary.catch(() => undefined); // the transform's sides report the error too; this copy need not be awaited
+  const passOn = (controller: TransformStreamDefaultController<Uint8Array>) => {
+    let ready = reader.checkedBytes - heldStart;
+    while (ready > 0) {
+      const piece = held[0]!;
+      if (piece.length <= ready) {
+        controller.enqueue(piece);
+        held.shift();
+        ready -= piece.length;
+        heldStart += piece.length;
+      } else {
+        controller.enqueue(piece.subarray(0, ready));
+        held[0] = piece.subarray(ready);
+        heldStart += ready;
+        ready = 0;
+      }
+    }
+  };
+  const fail = (error: unknown) => {
+    held.length = 0;
+    settle.reject(error);
+    throw error;
+  };
+  const stream = new TransformStream<Uint8Array, Uint8Array>({
+    transform(chunk, controller) {
+      try {
+        let piece: Uint8Array;
+        if (chunk instanceof Uint8Array) piece = chunk;
+        else if ((chunk as unknown) instanceof ArrayBuffer) piece = new Uint8Array(chunk as unknown as ArrayBuffer);
+        else throw new TypeError(`${CHECK}: chunk ${index} of the source must be a Uint8Array or an ArrayBuffer, got ${describe(chunk)}`);
+        index++;
+        if (piece.length === 0) return;
+        held.push(piece);
+        reader.push(piece);
+        passOn(controller);
+      } catch (error) {
+        fail(error);
+      }
+    },
+    flush(controller) {
+      try {
+        reader.end();
+        passOn(controller);
+        const h = reader.header!;
+        settle.resolve({ options: h.options, tokens: h.layers.map((c) => c.tokens), frames: h.frames, bytes: reader.checkedBytes });
+      } catch (error) {
+        fail(error);
+      }
+    },
+  });
+  return Object.assign(stream, { summary });
+}

@@ -1,7 +1,7 @@
 // Streamed caches: cache.serializeStream() / kivi.restoreCacheStream() (docs/FORMAT.md, version 2).
 import { crc32 as zlibCrc32 } from 'node:zlib';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { Kivi, type CacheOptions, type KiviCache, type VariantName } from '../src/index';
+import { checkCacheStream, Kivi, type CacheOptions, type KiviCache, type VariantName } from '../src/index';
 import { crc32 } from '../src/serialize';
 import { crc32Update, FRAME_OVERHEAD, headerFrameBytes } from '../src/stream-format';
 import { Rng, syntheticKv } from '../src/reference';
@@ -52,6 +52,27 @@ function resplit(bytes: Uint8Array, random: Rng, max: number): Uint8Array[] {
     at += n;
   }
   return pieces;
+}
+
+/** A ReadableStream of the pieces, one per read. */
+function streamOf(pieces: readonly Uint8Array[]): ReadableStream<Uint8Array> {
+  let k = 0;
+  return new ReadableStream<Uint8Array>({
+    pull(controller) {
+      if (k < pieces.length) controller.enqueue(pieces[k++]!);
+      else controller.close();
+    },
+  });
+}
+
+/** Reads a ReadableStream to its end into `into`. */
+async function drain(stream: ReadableStream<Uint8Array>, into: Uint8Array[]): Promise<void> {
+  const reader = stream.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) return;
+    into.push(value);
+  }
 }
 
 async function* slowly(chunks: readonly Uint8Array[]): AsyncGenerator<Uint8Array> {
@@ -425,6 +446,32 @@ describe('restoreCacheStream refuses malformed streams with a clear error, freei
     });
   }
 
+  // The same streams through checkCacheStream: the same error (named for it), and what it passed on
+  // is a prefix of the valid stream, so no byte of a bad frame, nor any frame after it, went on.
+  for (const [name, make, type, message] of cases) {
+    if (name === 'not a source' || name === 'the source fails midway') continue; // about restore's sources
+    it(`checkCacheStream: ${name}`, async () => {
+      const pieces = [...(make() as Iterable<Uint8Array>)];
+      const passed: Uint8Array[] = [];
+      const checked = checkCacheStream();
+      let error: unknown;
+      try {
+        await drain(streamOf(pieces).pipeThrough(checked), passed);
+      } catch (e) {
+        error = e;
+      }
+      expect(error, 'it must throw').toBeInstanceOf(type);
+      expect((error as Error).message).toMatch(new RegExp(message.source.replace('restoreCacheStream', 'checkCacheStream')));
+      expect((error as Error).message).toMatch(/^checkCacheStream: /);
+      await expect(checked.summary).rejects.toBe(error);
+      const out = concat(passed);
+      const valid = concat(chunks);
+      expect(out.length).toBeLessThanOrEqual(valid.length);
+      expect(out, 'what passed is a prefix of the valid stream').toEqual(valid.subarray(0, out.length));
+      if (name !== 'bytes after the last frame') expect(out.length).toBeLessThan(valid.length);
+    });
+  }
+
   it('a chunk of another stream with the same header is refused by the chained CRC', async () => {
     const c = kivi.createCache(o);
     for (let l = 0; l < 2; l++) feed(c, o, new Rng(30 + l), [60, 1, 1], l);
@@ -456,5 +503,58 @@ describe('restoreCacheStream refuses malformed streams with a clear error, freei
     // One block of keys is 8 heads × 1024 tokens × 48 bytes = 384 KiB; the cache holds 8192 tokens.
     expect(limited.memoryBytes - memory).toBeLessThan(1 << 20);
     limited.close();
+  });
+});
+
+describe('checkCacheStream', () => {
+  const o: CacheOptions = { layers: 3, kvHeads: 2, headDim: 32, queryHeads: 4, bits: 2, groupSize: 32, residual: 32, sinkTokens: 1 };
+
+  it('passes a valid stream on unchanged, split anywhere, each frame once it is checked; the output restores bit-identically', async () => {
+    const kivi = kivis.get('simd')!;
+    const cache = kivi.createCache(o);
+    for (let l = 0; l < o.layers; l++) feed(cache, o, new Rng(40 + l), [300, 7, 1], l);
+    const chunks = await collect(cache.serializeStream({ chunkBytes: 2048, blockTokens: 64 }));
+    const whole = concat(chunks);
+    const random = new Rng(41);
+    for (const max of [1, 37, 1000, 5000, whole.length]) {
+      const pieces = resplit(whole, random, max);
+      const checked = checkCacheStream();
+      const passed: Uint8Array[] = [];
+      const writer = checked.writable.getWriter();
+      const reading = drain(checked.readable, passed);
+      let fed = 0;
+      for (const piece of pieces) {
+        await writer.write(piece);
+        fed += piece.length;
+        // Frames pass as soon as they are whole: what is held back is less than one frame.
+        await new Promise((r) => setImmediate(r));
+        const out = passed.reduce((n, p) => n + p.length, 0);
+        expect(fed - out).toBeLessThan(2048);
+      }
+      await writer.close();
+      await reading;
+      expect(concat(passed)).toEqual(whole);
+      const summary = await checked.summary;
+      expect(summary).toMatchObject({ frames: chunks.length, bytes: whole.length, tokens: [308, 308, 308] });
+      expect(summary.options).toEqual(cache.options);
+    }
+    const restored = await kivi.restoreCacheStream(streamOf(chunks).pipeThrough(checkCacheStream()));
+    const q = query(o, new Rng(42));
+    for (let l = 0; l < o.layers; l++) expectEqualArrays(restored.attend(l, q), cache.attend(l, q), `layer ${l}`);
+    restored.dispose();
+    cache.dispose();
+  });
+
+  it('refuses version 1 (its one checksum ends the file) and chunks that are not bytes', async () => {
+    const kivi = kivis.get('simd')!;
+    const cache = kivi.createCache(o);
+    feed(cache, o, new Rng(43), [40]);
+    const v1 = cache.serialize();
+    await expect(drain(streamOf([v1]).pipeThrough(checkCacheStream()), [])).rejects.toThrow(/^checkCacheStream: format version 1 cannot be checked as it streams/);
+    const checked = checkCacheStream();
+    const writer = checked.writable.getWriter();
+    checked.readable.pipeTo(new WritableStream()).catch(() => undefined);
+    await expect(writer.write('frame' as unknown as Uint8Array)).rejects.toThrow(/^checkCacheStream: chunk 0 of the source must be a Uint8Array or an ArrayBuffer, got "frame"$/);
+    cache.dispose();
   });
 });

@@ -10,11 +10,14 @@
 //   POST /synthetic/<name>?layers&kvHeads&headDim&tokens    a seeded cache of that shape, stored
 //   GET  /synthetic/<name>?whole=0|1     restore it (streamed, or gathered whole for restoreCache)
 //   GET  /synthetic/<name>?read=1        read its chunks from KV and drop them (no restore)
+//   PUT  /caches/<name>              a cache of any size made elsewhere (the body: serializeStream's
+//                                    bytes) streams into KV, checked frame by frame (checkCacheStream)
+//   GET  /caches/<name>              a stored cache streamed out of KV, checked on the way
 //
 // KV keys: `<name>:manifest` (JSON: generation, frames, bytes, and what the cache is of), then one
 // key per chunk, `<name>:<generation>:<k>`. The chunks of a new generation are written before the
 // manifest that points at them, so a reader sees one whole cache or the one before it.
-import { Kivi } from 'kivi-wasm';
+import { checkCacheStream, Kivi } from 'kivi-wasm';
 import { LlamaRunner, parseCheckpoint, Tokenizer } from 'kivi-wasm/llama2c';
 
 /** Bytes per KV value: far under KV's 25 MiB limit, and what the Worker holds in flight (two). */
@@ -70,20 +73,106 @@ class HttpError extends Error {
 
 /** Writes a cache to KV chunk by chunk, then the manifest that makes it visible. */
 async function saveCache(env, name, cache, about) {
+  return putChunks(env, name, cache.serializeStream({ chunkBytes: CHUNK_BYTES }), async () => about);
+}
+
+/**
+ * Writes the pieces of a stream to KV as values of CHUNK_BYTES (the last one shorter), then the
+ * manifest that makes them visible, with what `describe()` says once the stream has ended. If the
+ * stream fails, the values written for it are deleted and the stored cache stays as it was.
+ */
+async function putChunks(env, name, pieces, describe) {
   const generation = crypto.randomUUID();
   let frames = 0;
   let bytes = 0;
-  for await (const chunk of cache.serializeStream({ chunkBytes: CHUNK_BYTES })) {
-    await env.CACHES.put(`${name}:${generation}:${frames}`, chunk);
+  let buffer = null;
+  let fill = 0;
+  const put = async (value) => {
+    await env.CACHES.put(`${name}:${generation}:${frames}`, value);
     frames++;
-    bytes += chunk.length;
+    bytes += value.length;
+  };
+  try {
+    for await (const piece of pieces) {
+      if (fill === 0 && piece.length === CHUNK_BYTES) {
+        await put(piece); // serializeStream's frames are whole values already
+        continue;
+      }
+      for (let at = 0; at < piece.length;) {
+        buffer ??= new Uint8Array(CHUNK_BYTES);
+        const take = Math.min(CHUNK_BYTES - fill, piece.length - at);
+        buffer.set(piece.subarray(at, at + take), fill);
+        fill += take;
+        at += take;
+        if (fill === CHUNK_BYTES) {
+          await put(buffer); // written once put resolves: the buffer is filled again
+          fill = 0;
+        }
+      }
+    }
+    if (fill > 0) await put(buffer.subarray(0, fill));
+    const about = await describe();
+    const old = await env.CACHES.get(`${name}:manifest`, 'json');
+    const manifest = { generation, frames, bytes, ...about };
+    await env.CACHES.put(`${name}:manifest`, JSON.stringify(manifest));
+    // The previous generation's chunks are no longer reachable.
+    if (old !== null) for (let k = 0; k < old.frames; k++) await env.CACHES.delete(`${name}:${old.generation}:${k}`);
+    return manifest;
+  } catch (error) {
+    for (let k = 0; k < frames; k++) await env.CACHES.delete(`${name}:${generation}:${k}`);
+    throw error;
   }
-  const old = await env.CACHES.get(`${name}:manifest`, 'json');
-  const manifest = { generation, frames, bytes, ...about };
-  await env.CACHES.put(`${name}:manifest`, JSON.stringify(manifest));
-  // The previous generation's chunks are no longer reachable.
-  if (old !== null) for (let k = 0; k < old.frames; k++) await env.CACHES.delete(`${name}:${old.generation}:${k}`);
-  return manifest;
+}
+
+/** PUT /caches/<name>: a cache made elsewhere (any size) streams in, checked frame by frame on its
+ *  way into KV; nothing of it is kept unless every frame passed. */
+async function uploadCache(env, name, body) {
+  if (body === null) throw new HttpError(400, 'PUT /caches/<name> needs the serialized cache (serializeStream) as its body');
+  const checked = checkCacheStream();
+  let manifest;
+  try {
+    // preventCancel: a refused upload is read to its end below, so the client gets the answer
+    // (cancelling the body makes a local wrangler dev reset the connection instead).
+    manifest = await putChunks(env, name, readable(body.pipeThrough(checked, { preventCancel: true })), async () => {
+      const { options, tokens, frames, bytes } = await checked.summary;
+      return { options, tokens: tokens[0], streamFrames: frames, streamBytes: bytes };
+    });
+  } catch (error) {
+    await body.pipeTo(new WritableStream()).catch(() => undefined);
+    throw error;
+  }
+  return { kvValues: manifest.frames, bytes: manifest.bytes, tokens: manifest.tokens, options: manifest.options };
+}
+
+/** GET /caches/<name>: the stored cache streamed out of KV, each frame checked on the way. */
+async function downloadCache(env, name) {
+  const manifest = await manifestOf(env, name);
+  const chunks = chunksOf(env, name, manifest);
+  const source = new ReadableStream({
+    async pull(controller) {
+      const { done, value } = await chunks.next();
+      if (done) controller.close();
+      else controller.enqueue(value);
+    },
+    cancel: () => chunks.return(),
+  }, { highWaterMark: 0 });
+  return new Response(source.pipeThrough(checkCacheStream()), {
+    headers: { 'content-type': 'application/octet-stream', 'content-length': String(manifest.bytes) },
+  });
+}
+
+/** The chunks of a ReadableStream as an async iterable (workerd's streams are, but say so). */
+async function* readable(stream) {
+  const reader = stream.getReader();
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) return;
+      yield value;
+    }
+  } finally {
+    reader.releaseLock();
+  }
 }
 
 async function manifestOf(env, name) {
@@ -269,6 +358,10 @@ export default {
         const from = url.searchParams.get('from') ?? 'kv';
         if (from !== 'kv' && from !== 'prefill') throw new HttpError(400, `from must be kv or prefill, got ${from}`);
         return json(await generate(env, name, from));
+      }
+      if (route === 'caches' && name) {
+        if (request.method === 'PUT') return json(await uploadCache(env, name, request.body));
+        if (request.method === 'GET') return await downloadCache(env, name);
       }
       if (route === 'synthetic' && name) {
         if (request.method === 'POST') return json(await synthetic(env, name, url));

@@ -15,6 +15,11 @@
 //    upper bound on the isolate's own memory; a third fresh process only reads the chunks from KV
 //    and drops them, which says how much of that growth is the reading alone. Workers have 128 MB;
 //    the streamed restore must stay under it, the whole-file path needs about twice the cache.
+// 3. A cache larger than the Worker's 128 MB (made here in Node, as a bigger machine would) streams
+//    through it: PUT into KV and GET back out, checked frame by frame by checkCacheStream on both
+//    ways, while the workerd process grows by less than 128 MB; what comes out restores here and
+//    attends bit-identically to the original. An upload with a corrupted frame is refused, and the
+//    cache stored before it is still the one served.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -22,6 +27,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Kivi, type KiviCache } from '../../../dist/index.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const example = join(here, '..');
@@ -76,6 +82,8 @@ interface Wrangler {
   url: string;
   /** The workerd process that runs the Worker (not wrangler's proxy in front of it). */
   workerPid: number;
+  /** What wrangler printed so far (for failure messages). */
+  readonly log: string;
   stop(): Promise<void>;
 }
 
@@ -110,6 +118,9 @@ async function startWrangler(): Promise<Wrangler> {
   return {
     url: `http://127.0.0.1:${port}`,
     workerPid: worker[0]!,
+    get log() {
+      return log;
+    },
     async stop() {
       if (exited !== null) return;
       const gone = new Promise((r) => child.once('exit', r));
@@ -237,4 +248,114 @@ describe('the Worker under wrangler dev', () => {
     }
     results.memory = measured;
   });
+
+  it('a cache larger than 128 MB streams into KV and back out through the Worker, checked, under the 128 MB limit', async () => {
+    const kivi = await Kivi.load({ threads: 1 });
+    const o = { layers: 16, kvHeads: 8, headDim: 128, queryHeads: 32, bits: 2 as const, groupSize: 32, residual: 128 };
+    const cache = kivi.createCache(o);
+    const random = seeded(7);
+    const tokens = 8192;
+    for (let l = 0; l < o.layers; l++) for (let t = 0; t < tokens; t += 512) cache.append(l, random(512 * o.kvHeads * o.headDim), random(512 * o.kvHeads * o.headDim));
+    const statsBytes = cache.stats().bytes;
+    expect(statsBytes).toBeGreaterThan(WORKER_LIMIT);
+    const queries = Array.from({ length: o.layers }, () => random(o.queryHeads * o.headDim));
+    const want = queries.map((q, l) => cache.attend(l, q));
+    wrangler = await startWrangler();
+    // Warm the isolate on a small upload first (the code paths compiled, KV opened).
+    const small = kivi.createCache(o);
+    small.append(0, random(64 * o.kvHeads * o.headDim), random(64 * o.kvHeads * o.headDim));
+    await upload(wrangler, 'small', small.serializeStream());
+    small.dispose();
+    const measured: Record<string, unknown> = { statsBytes };
+
+    const before = memoryOf(wrangler.workerPid);
+    writeFileSync(`/proc/${wrangler.workerPid}/clear_refs`, '5');
+    const t0 = performance.now();
+    const stored = await upload(wrangler, 'big', cache.serializeStream());
+    const upMs = performance.now() - t0;
+    const afterUp = memoryOf(wrangler.workerPid);
+    expect(stored.tokens).toBe(tokens);
+    measured.upload = { storedBytes: stored.bytes, kvValues: stored.kvValues, processRssBefore: before.rss, processPeakGrowth: afterUp.peak - before.rss, ms: Math.round(upMs) };
+    expect(afterUp.peak - before.rss, 'the Worker process grew by less than 128 MB while the cache streamed in').toBeLessThan(WORKER_LIMIT);
+
+    const rss = memoryOf(wrangler.workerPid).rss;
+    writeFileSync(`/proc/${wrangler.workerPid}/clear_refs`, '5');
+    const t1 = performance.now();
+    const response = await fetch(`${wrangler.url}/caches/big`);
+    expect(response.status).toBe(200);
+    const restored = await kivi.restoreCacheStream(response.body!);
+    const downMs = performance.now() - t1;
+    const afterDown = memoryOf(wrangler.workerPid);
+    measured.download = { processRssBefore: rss, processPeakGrowth: afterDown.peak - rss, ms: Math.round(downMs) };
+    expect(afterDown.peak - rss, 'the Worker process grew by less than 128 MB while the cache streamed out').toBeLessThan(WORKER_LIMIT);
+    expect(restored.stats().bytes).toBe(statsBytes);
+    expectSame(restored, queries, want);
+    restored.dispose();
+
+    // A corrupted upload: refused with the frame named, and 'big' is still the cache it was.
+    const bad = corrupt(cache.serializeStream(), 40, 1000);
+    const refused = await fetch(`${wrangler.url}/caches/big`, { method: 'PUT', body: bad, duplex: 'half' } as RequestInit);
+    const text = await refused.text();
+    let error: { error: string };
+    try {
+      error = JSON.parse(text) as { error: string };
+    } catch {
+      throw new Error(`PUT of a corrupted cache: HTTP ${refused.status}: ${text}\nwrangler:\n${wrangler!.log.slice(-3000)}`);
+    }
+    expect(refused.status).toBe(400);
+    expect(error.error).toMatch(/^checkCacheStream: frame 40 checksum mismatch/);
+    const again = await kivi.restoreCacheStream((await fetch(`${wrangler.url}/caches/big`)).body!);
+    expectSame(again, queries, want);
+    again.dispose();
+    cache.dispose();
+    kivi.close();
+    await wrangler.stop();
+    wrangler = null;
+    results.throughWorker = measured;
+  });
 });
+
+/** PUT a cache stream as the request body (streamed, not gathered). */
+async function upload(w: Wrangler, name: string, stream: ReadableStream<Uint8Array>): Promise<Record<string, number>> {
+  const response = await fetch(`${w.url}/caches/${name}`, { method: 'PUT', body: stream, duplex: 'half', headers: { 'content-type': 'application/octet-stream' } } as RequestInit);
+  const json = (await response.json()) as Record<string, number>;
+  if (!response.ok) throw new Error(`PUT /caches/${name}: HTTP ${response.status}: ${JSON.stringify(json)}`);
+  return json;
+}
+
+/** The stream with one byte of frame `frame` flipped at `at`. */
+function corrupt(stream: ReadableStream<Uint8Array>, frame: number, at: number): ReadableStream<Uint8Array> {
+  let k = 0;
+  return stream.pipeThrough(new TransformStream<Uint8Array, Uint8Array>({
+    transform(chunk, controller) {
+      if (k++ === frame) {
+        chunk = chunk.slice();
+        chunk[at]! ^= 0x01;
+      }
+      controller.enqueue(chunk);
+    },
+  }));
+}
+
+function expectSame(cache: KiviCache, queries: Float32Array[], want: Float32Array[]): void {
+  queries.forEach((q, l) => {
+    const got = cache.attend(l, q);
+    expect(Buffer.from(got.buffer, got.byteOffset, got.byteLength).equals(Buffer.from(want[l]!.buffer, want[l]!.byteOffset, want[l]!.byteLength)), `layer ${l} attends bit-identically`).toBe(true);
+  });
+}
+
+/** A seeded generator (mulberry32) of values in [-1, 1). */
+function seeded(seed: number): (n: number) => Float32Array {
+  let a = seed >>> 0;
+  return (n) => {
+    const out = new Float32Array(n);
+    for (let i = 0; i < n; i++) {
+      a = (a + 0x6d2b79f5) >>> 0;
+      let t = a;
+      t = Math.imul(t ^ (t >>> 15), t | 1);
+      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+      out[i] = ((t ^ (t >>> 14)) >>> 0) / 2 ** 31 - 1;
+    }
+    return out;
+  };
+}

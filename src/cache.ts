@@ -182,7 +182,9 @@ export class KiviCache {
    *  tokens, so that the rows move to a fresh region only every few appends. */
   private residualRows(stream: Stream): number {
     const o = this.options;
-    return (o.residual > 0 ? o.residual + 1 : o.groupSize) + undoRows(o, stream.layout.kind) + Math.max(o.groupSize, 16);
+    // The window, the undo history, and room to append into before the rows move to a new region
+    // (a move copies the history and the window: with R of room, decoding moves a row per R/2 tokens).
+    return (o.residual > 0 ? o.residual + 1 : o.groupSize) + undoRows(o, stream.layout.kind) + Math.max(o.residual, o.groupSize, 16);
   }
 
   /** Reserves room for `maxTokens` (the capacity hint) so that decoding up to it never moves memory. */
@@ -690,7 +692,11 @@ export class KiviCache {
       this.allocate(flat);
       for (const plan of flat) {
         const s = plan.stream;
-        const residual = plan.residualPtr !== 0 ? plan.residualCapacity : s.residual.capacity;
+        const held = plan.residualPtr !== 0 ? plan.residualCapacity : s.residual.capacity;
+        // A fork takes its rows with a little room: many forks that never grow stay small, and one
+        // that decodes moves to a region of full size at its first move.
+        const used = (plan.residualPtr !== 0 ? plan.keep : s.residualStart + plan.flush) + s.residualCount - plan.flush;
+        const residual = s.layout.kind === 'f32' ? held : Math.min(held, used + Math.max(this.options.groupSize, 16));
         rows.push({
           residual: { ptr: residual > 0 ? rt.alloc(H * residual * this.rowBytes, 'residual tokens') : 0, capacity: residual },
           sinks: { ptr: s.sinks.capacity > 0 ? rt.alloc(H * s.sinks.capacity * this.rowBytes, 'sink tokens') : 0, capacity: s.sinks.capacity },

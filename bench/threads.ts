@@ -52,8 +52,10 @@ export interface ThreadRow {
   ceiling?: number;
   /** speedup / ceiling */
   ofCeiling?: number;
-  /** tasks each thread ran in one step (thread 0 is the caller) */
+  /** tasks each thread ran in one step, of the jobs handed to the pool (thread 0 is the caller) */
   tasksPerThread?: number[];
+  /** the tasks a step splits into at 2, 8 and 16 threads (WHOLE: one per kv head; SPLIT: per range) */
+  tasksAt?: Record<number, { mode: 'whole' | 'split'; tasks: number }>;
 }
 
 export interface OrtThreadRow {
@@ -83,12 +85,15 @@ export interface SerialAnalysis {
   dispatchUs: number;
   rows: {
     shape: string; context: number; bits: Bits;
-    /** serial fraction s of t(T) = t1·(s + (1 − s)/T), fitted from 1 and 2 threads */
+    /** serial fraction s of t(T) = t1·(s + (1 − s)·b(T)/C(T)), fitted from 1 and 2 threads with the
+     *  2-process ceiling C(2) and the measured balance b(2): what neither the machine nor the split explains */
     serialFraction: number;
-    /** most tasks of one thread over the mean (1 = perfectly balanced) */
+    /** the same fitted as t1·(s + (1 − s)/T): every loss counted as serial (for comparison) */
+    rawSerialFraction: number;
+    /** most tasks of one thread over the mean at 2 threads (1 = perfectly balanced) */
     imbalance: number;
-    /** predicted speedup at P cores: 1 / (s + (1 − s)/C(P)), C the ceiling there */
-    predicted?: { cores: number; ceiling: number; speedup: number; ofCeiling: number }[];
+    /** predicted speedup at P cores: 1 / (s + (1 − s)·b(P)/C(P)), C the ceiling there, b(P) = ⌈K/P⌉/(K/P) for the K tasks of a step at P threads */
+    predicted?: { cores: number; ceiling: number; tasks: number; balance: number; speedup: number; ofCeiling: number }[];
   }[];
 }
 
@@ -227,6 +232,7 @@ export async function measureThreads(args: BenchArgs, build: VariantName): Promi
             if (t === 1) single = ms;
             const row: ThreadRow = { shape: shape.name, context, bits, build, threads: t, medianMs: ms, nsPerTokenPerKvHead: (ms * 1e6) / (context * shape.kvHeads), speedup: single / ms };
             if (t > 1) row.tasksPerThread = tasksPerThread(kivi, () => cache.attend(0, data.query, out));
+            if (t === 1) row.tasksAt = Object.fromEntries([2, 8, 16].map((p) => [p, cache.decodeTasksAt(0, p)]));
             results.decode.push(row);
             cache.dispose();
             progress(`threads ${shape.name} N=${context} ${impl(bits)} ×${t}: ${ms.toFixed(2)} ms (${row.speedup.toFixed(2)}×)`);
@@ -295,21 +301,28 @@ export async function measureThreads(args: BenchArgs, build: VariantName): Promi
       progress(`pool dispatch (a job without tasks, 2 threads): ${results.serial.dispatchUs.toFixed(1)} µs`);
       for (const r1 of results.decode.filter((r) => r.threads === 1)) {
         const r2 = results.decode.find((r) => r.shape === r1.shape && r.context === r1.context && r.bits === r1.bits && r.threads === 2)!;
-        const serialFraction = Math.max(0, (2 * r2.medianMs - r1.medianMs) / r1.medianMs);
+        const rawSerialFraction = Math.max(0, (2 * r2.medianMs - r1.medianMs) / r1.medianMs);
         const tasks = r2.tasksPerThread ?? [1, 1];
         const imbalance = Math.max(...tasks) / (tasks.reduce((a, b) => a + b, 0) / tasks.length);
-        const row: SerialAnalysis['rows'][number] = { shape: r1.shape, context: r1.context, bits: r1.bits, serialFraction, imbalance };
+        // What the 2-thread step lost beyond the machine's own 2-way loss (the ceiling) and the split's
+        // balance is serial: 1/S(2) = s + (1 − s)·b(2)/C(2). Without a ceiling, C(2) = 2.
+        const c2 = r2.ceiling ?? 2;
+        const a = imbalance / c2;
+        const serialFraction = Math.min(1, Math.max(0, (r1.medianMs / r2.medianMs) ** -1 - a) / (1 - a));
+        const row: SerialAnalysis['rows'][number] = { shape: r1.shape, context: r1.context, bits: r1.bits, serialFraction, rawSerialFraction, imbalance };
         const server = SERVER_CEILING[`${r1.shape} ${impl(r1.bits)}`];
         const here = r2.ceiling;
-        if (server !== undefined && here !== undefined && r1.context === 32768) {
+        if (server !== undefined && here !== undefined && r1.context === 32768 && r1.tasksAt !== undefined) {
           // Per-core efficiency of independent processes, C(P)/P: measured at 2 cores here and at 16 on
           // the server; at 8, interpolated in log P between the two.
           const eta2 = here / 2;
           const eta16 = server / 16;
           const eta8 = eta2 * (eta16 / eta2) ** (Math.log(8 / 2) / Math.log(16 / 2));
           row.predicted = [[8, 8 * eta8], [16, server]].map(([cores, ceiling]) => {
-            const speedup = 1 / (serialFraction + (1 - serialFraction) / ceiling!);
-            return { cores: cores!, ceiling: ceiling!, speedup, ofCeiling: speedup / ceiling! };
+            const k = r1.tasksAt![cores!]!.tasks;
+            const balance = Math.ceil(k / cores!) / (k / cores!);
+            const speedup = 1 / (serialFraction + ((1 - serialFraction) * balance) / ceiling!);
+            return { cores: cores!, ceiling: ceiling!, tasks: k, balance, speedup, ofCeiling: speedup / ceiling! };
           });
         }
         results.serial.rows.push(row);

@@ -46,6 +46,11 @@ function rangeTarget(kvHeads: number): number {
   return Math.min(2048, Math.max(256, 64 * kvHeads));
 }
 
+/** SPLIT spreads the ranges of a head over the threads when heads and tiles alone are too few. */
+function attendMode(threads: number, ranges: number, headTiles: number, partialsBytes: number): AttendMode {
+  return threads > 1 && ranges > 1 && headTiles < 4 * threads && partialsBytes <= PARTIALS_BUDGET ? AttendMode.SPLIT : AttendMode.WHOLE;
+}
+
 /** Query rows per attention tile (a tile is a few query tokens of one kv head's GQA group). */
 const TILE_ROWS = 16;
 
@@ -759,6 +764,17 @@ export class KiviCache {
     return copy;
   }
 
+  /** @internal Benchmarks: the tasks a decode step of `layer` splits into on `threads` threads
+   *  (the planning of the thread-scaling prediction; attend makes the same choice). */
+  decodeTasksAt(layer: number, threads: number): { mode: 'whole' | 'split'; tasks: number } {
+    const o = this.options;
+    const state = this.layerStates[layer]!;
+    const headsPerKv = o.queryHeads / o.kvHeads;
+    const ranges = attendRanges({ tokens: state.tokens, sinks: state.sinkCount, rangeTokens: this.rangeTokens } as AttendShape);
+    const mode = attendMode(threads, ranges, o.kvHeads, o.kvHeads * ranges * partialBytes(headsPerKv, o.headDim));
+    return { mode: mode === AttendMode.SPLIT ? 'split' : 'whole', tasks: o.kvHeads * (mode === AttendMode.SPLIT ? ranges : 1) };
+  }
+
   /**
    * Attention of the newest `qTokens` tokens over the cache of one layer (causal: query i sees
    * tokens 0 .. tokens - qTokens + i). queries: [qTokens][queryHeads][headDim], f32 or f16.
@@ -808,7 +824,7 @@ export class KiviCache {
     // SPLIT spreads the ranges of a head over the threads when heads and tiles alone are too few;
     // either mode gives the same bits (assembly/attend.ts).
     const partialsBytes = tiles * o.kvHeads * ranges * partialBytes(rows, D);
-    const mode = rt.threads > 1 && ranges > 1 && tiles * o.kvHeads < 4 * rt.threads && partialsBytes <= PARTIALS_BUDGET ? AttendMode.SPLIT : AttendMode.WHOLE;
+    const mode = attendMode(rt.threads, ranges, tiles * o.kvHeads, partialsBytes);
     const keySegments = this.segments(state, state.keys);
     const valueSegments = this.segments(state, state.values);
     const elementBytes = (type: ElementType) => (type === ElementType.F32 ? 4 : 2);

@@ -84,7 +84,7 @@ export class WasmRuntime {
   dispatchWork = DISPATCH_WORK;
   /** @internal Tests: the thread that traps instead of running its first task of each job, or -1. */
   faultThread = -1;
-  /** @internal Benchmarks: i32 counters (one per thread) that every job adds its tasks to, or 0. */
+  /** @internal Benchmarks: i32 counters (one per thread) that every job handed to the pool adds its tasks to, or 0. */
   profileCounters = 0;
 
   constructor(build: Build, kernels: KernelExports, module: WebAssembly.Module, maxMemoryBytes: number = WASM32_MAX_BYTES) {
@@ -173,12 +173,12 @@ export class WasmRuntime {
   run(job: number, work: number): void {
     if (this.closed) throw new TypeError('kivi-wasm: the Kivi instance was closed');
     if (this.faultThread >= 0) this.i32[(job >>> 2) + JobWord.FAULT] = this.faultThread;
-    if (this.profileCounters !== 0) this.i32[(job >>> 2) + JobWord.PROFILE] = this.profileCounters;
     const pool = this.pool;
     if (pool === null || work < this.dispatchWork) {
       this.kernels.run_job(job, 0);
       return;
     }
+    if (this.profileCounters !== 0) this.i32[(job >>> 2) + JobWord.PROFILE] = this.profileCounters;
     try {
       pool.run(job);
     } catch (error) {

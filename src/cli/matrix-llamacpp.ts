@@ -35,6 +35,16 @@ const KIVI_CONFIGS: Partial<CacheOptions>[] = [
   ...([8, 4, 2] as const).flatMap((bits) =>
     ([128, 32] as const).flatMap((residual) =>
       (['chunked', 'sliding'] as const).map((keyWindow) => ({ bits, groupSize: 32, residual, keyWindow })))),
+  // Where the frontier is at q4_0's 4.5 bits per number all-in (at 512 tokens; R must be a multiple of
+  // G, so R = 16 means G = 16): no f32 window (R = 0: 3.94 bits at G = 32), that with attention sinks
+  // (each f32 sink token costs about 0.03 bits here), and G = 16 (4.47); then just above 4.5: G = 64
+  // at R = 0 (4.62: up to 63 keys wait in f32 for their group), G = 16 with a 16-token window (4.90).
+  { bits: 2, groupSize: 32, residual: 0 },
+  { bits: 2, groupSize: 32, residual: 0, sinkTokens: 4 },
+  { bits: 2, groupSize: 32, residual: 0, sinkTokens: 16 },
+  { bits: 2, groupSize: 16, residual: 0 },
+  { bits: 2, groupSize: 64, residual: 0 },
+  { bits: 2, groupSize: 16, residual: 16, keyWindow: 'sliding' },
 ];
 
 /** Tokens in the cache when its all-in bits per number are counted: a full protocol-B window. */

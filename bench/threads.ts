@@ -309,7 +309,7 @@ export async function measureThreads(args: BenchArgs, build: VariantName): Promi
         // (A ceiling above 2, which noise in the single-process reference can give, counts as 2.)
         const c2 = Math.min(2, r2.ceiling ?? 2);
         const a = imbalance / c2;
-        const serialFraction = Math.min(1, Math.max(0, (r1.medianMs / r2.medianMs) ** -1 - a) / (1 - a));
+        const serialFraction = Math.min(1, Math.max(0, r2.medianMs / r1.medianMs - a) / (1 - a));
         const row: SerialAnalysis['rows'][number] = { shape: r1.shape, context: r1.context, bits: r1.bits, serialFraction, rawSerialFraction, imbalance };
         const server = SERVER_CEILING[`${r1.shape} ${impl(r1.bits)}`];
         const here = r2.ceiling;

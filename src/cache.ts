@@ -247,7 +247,7 @@ export class KiviCache {
   /** Copies elements first … first + count − 1 of an input into wasm memory at `at` (f32 values, or half bits). */
   private stage(data: Tensor, type: ElementType, at: number, first: number, count: number): void {
     const rt = this.runtime;
-    if (type === ElementType.F32) rt.f32.set((data as Float32Array).subarray(first, first + count), at >>> 2);
+    if (type === ElementType.F32) rt.f32.set(first === 0 && count === data.length ? (data as Float32Array) : (data as Float32Array).subarray(first, first + count), at >>> 2);
     else rt.u16.set(new Uint16Array(data.buffer, data.byteOffset + 2 * first, count), at >>> 1);
   }
 
@@ -461,6 +461,13 @@ export class KiviCache {
     rt.run(job, work);
   }
 
+  /** The row after a stream's live residual rows once the plan's flush is applied (in the plan's new
+   *  region when it has one): where the append's rows go. */
+  private liveRowsEnd(plan: StreamPlan): number {
+    const s = plan.stream;
+    return (plan.residualPtr !== 0 ? plan.keep : s.residualStart + plan.flush) + s.residualCount - plan.flush;
+  }
+
   /** Into fresh regions: the residual's history and live rows, and the sinks held so far. */
   private moveRows(state: Layer, plans: StreamPlan[]): void {
     const u8 = this.runtime.u8;
@@ -495,7 +502,7 @@ export class KiviCache {
       if (r1 > r0) {
         const fresh = plan.residualPtr !== 0;
         const region = fresh ? { ptr: plan.residualPtr, capacity: plan.residualCapacity } : s.residual;
-        const row = (fresh ? plan.keep : s.residualStart + plan.flush) + s.residualCount - plan.flush + (r0 - sinkTake);
+        const row = this.liveRowsEnd(plan) + (r0 - sinkTake);
         records.push({ firstToken: r0 - first, tokens: r1 - r0, src: staged[i]!, dst: region.ptr + row * this.rowBytes, dstHeadStride: region.capacity * this.rowBytes });
       }
     });
@@ -700,8 +707,7 @@ export class KiviCache {
         const held = plan.residualPtr !== 0 ? plan.residualCapacity : s.residual.capacity;
         // A fork takes its rows with a little room: many forks that never grow stay small, and one
         // that decodes moves to a region of full size at its first move.
-        const used = (plan.residualPtr !== 0 ? plan.keep : s.residualStart + plan.flush) + s.residualCount - plan.flush;
-        const residual = s.layout.kind === 'f32' ? held : Math.min(held, used + Math.max(this.options.groupSize, 16));
+        const residual = s.layout.kind === 'f32' ? held : Math.min(held, this.liveRowsEnd(plan) + Math.max(this.options.groupSize, 16));
         rows.push({
           residual: { ptr: residual > 0 ? rt.alloc(H * residual * this.rowBytes, 'residual tokens') : 0, capacity: residual },
           sinks: { ptr: s.sinks.capacity > 0 ? rt.alloc(H * s.sinks.capacity * this.rowBytes, 'sink tokens') : 0, capacity: s.sinks.capacity },
@@ -764,15 +770,31 @@ export class KiviCache {
     return copy;
   }
 
-  /** @internal Benchmarks: the tasks a decode step of `layer` splits into on `threads` threads
-   *  (the planning of the thread-scaling prediction; attend makes the same choice). */
-  decodeTasksAt(layer: number, threads: number): { mode: 'whole' | 'split'; tasks: number } {
+  /** How an attend of `qTokens` queries over `state` is cut into tasks on `threads` threads: by kv
+   *  head and query tile, and in SPLIT mode by token range as well (either mode gives the same bits,
+   *  assembly/attend.ts). */
+  private planAttend(state: Layer, qTokens: number, threads: number) {
     const o = this.options;
-    const state = this.layerStates[layer]!;
     const headsPerKv = o.queryHeads / o.kvHeads;
-    const ranges = attendRanges({ tokens: state.tokens, sinks: state.sinkCount, rangeTokens: this.rangeTokens } as AttendShape);
-    const mode = attendMode(threads, ranges, o.kvHeads, o.kvHeads * ranges * partialBytes(headsPerKv, o.headDim));
-    return { mode: mode === AttendMode.SPLIT ? 'split' : 'whole', tasks: o.kvHeads * (mode === AttendMode.SPLIT ? ranges : 1) };
+    const shape: AttendShape = {
+      D: o.headDim, headsPerKv, kvHeads: o.kvHeads, queryHeads: o.queryHeads, qTokens, tokens: state.tokens, sinks: state.sinkCount,
+      tileTokens: qTokens === 1 ? 1 : Math.max(1, Math.min(qTokens, Math.floor(TILE_ROWS / headsPerKv))),
+      rangeTokens: this.rangeTokens, groupSize: o.groupSize, bits: o.bits,
+      keyGroup: state.keys.layout.groupLength, valueGroup: state.values.layout.groupLength,
+    };
+    const tiles = attendTiles(shape);
+    const ranges = attendRanges(shape);
+    const partialsBytes = tiles * o.kvHeads * ranges * partialBytes(shape.tileTokens * headsPerKv, o.headDim);
+    const mode = attendMode(threads, ranges, tiles * o.kvHeads, partialsBytes);
+    const tasks = tiles * o.kvHeads * (mode === AttendMode.SPLIT ? ranges : 1);
+    return { shape, tiles, ranges, partialsBytes, mode, tasks };
+  }
+
+  /** @internal Benchmarks: the tasks a decode step of `layer` splits into on `threads` threads
+   *  (the thread-scaling prediction's; attend plans the same way). */
+  decodeTasksAt(layer: number, threads: number): { mode: 'whole' | 'split'; tasks: number } {
+    const { mode, tasks } = this.planAttend(this.layerStates[layer]!, 1, threads);
+    return { mode: mode === AttendMode.SPLIT ? 'split' : 'whole', tasks };
   }
 
   /**
@@ -811,20 +833,7 @@ export class KiviCache {
     }
 
     const rt = this.runtime;
-    const headsPerKv = o.queryHeads / o.kvHeads;
-    const shape: AttendShape = {
-      D, headsPerKv, kvHeads: o.kvHeads, queryHeads: o.queryHeads, qTokens, tokens: state.tokens, sinks: state.sinkCount,
-      tileTokens: qTokens === 1 ? 1 : Math.max(1, Math.min(qTokens, Math.floor(TILE_ROWS / headsPerKv))),
-      rangeTokens: this.rangeTokens, groupSize: o.groupSize, bits: o.bits,
-      keyGroup: state.keys.layout.groupLength, valueGroup: state.values.layout.groupLength,
-    };
-    const tiles = attendTiles(shape);
-    const ranges = attendRanges(shape);
-    const rows = shape.tileTokens * headsPerKv;
-    // SPLIT spreads the ranges of a head over the threads when heads and tiles alone are too few;
-    // either mode gives the same bits (assembly/attend.ts).
-    const partialsBytes = tiles * o.kvHeads * ranges * partialBytes(rows, D);
-    const mode = attendMode(rt.threads, ranges, tiles * o.kvHeads, partialsBytes);
+    const { shape, tiles, ranges, partialsBytes, mode, tasks } = this.planAttend(state, qTokens, rt.threads);
     const keySegments = this.segments(state, state.keys);
     const valueSegments = this.segments(state, state.values);
     const elementBytes = (type: ElementType) => (type === ElementType.F32 ? 4 : 2);
@@ -851,7 +860,6 @@ export class KiviCache {
       writeSegments(i32, base + keyAt, keySegments);
       writeSegments(i32, base + valueAt, valueSegments);
       if (mode === AttendMode.SPLIT) i32.fill(0, (base + counters) >>> 2, ((base + counters) >>> 2) + tiles * o.kvHeads);
-      const tasks = tiles * o.kvHeads * (mode === AttendMode.SPLIT ? ranges : 1);
       writeHeader(i32, base + job, JobKind.ATTEND, tasks, base + scratch, scratchBytes);
       writeAttend(i32, rt.f32, base + job, shape, mode, Math.fround(scale), {
         queries: base + stagedQueries, queryType, out: base + stagedOut, outType, partials: base + partials, counters: base + counters,

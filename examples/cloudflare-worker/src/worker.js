@@ -19,6 +19,7 @@
 // manifest that points at them, so a reader sees one whole cache or the one before it.
 import { checkCacheStream, Kivi } from 'kivi-wasm';
 import { LlamaRunner, parseCheckpoint, Tokenizer } from 'kivi-wasm/llama2c';
+import { seeded } from './seeded.js';
 
 /** Bytes per KV value: far under KV's 25 MiB limit, and what the Worker holds in flight (two). */
 const CHUNK_BYTES = 1 << 20;
@@ -133,7 +134,7 @@ async function uploadCache(env, name, body) {
   try {
     // preventCancel: a refused upload is read to its end below, so the client gets the answer
     // (cancelling the body makes a local wrangler dev reset the connection instead).
-    manifest = await putChunks(env, name, readable(body.pipeThrough(checked, { preventCancel: true })), async () => {
+    manifest = await putChunks(env, name, body.pipeThrough(checked, { preventCancel: true }), async () => {
       const { options, tokens, frames, bytes } = await checked.summary;
       return { options, tokens: tokens[0], streamFrames: frames, streamBytes: bytes };
     });
@@ -159,20 +160,6 @@ async function downloadCache(env, name) {
   return new Response(source.pipeThrough(checkCacheStream()), {
     headers: { 'content-type': 'application/octet-stream', 'content-length': String(manifest.bytes) },
   });
-}
-
-/** The chunks of a ReadableStream as an async iterable (workerd's streams are, but say so). */
-async function* readable(stream) {
-  const reader = stream.getReader();
-  try {
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) return;
-      yield value;
-    }
-  } finally {
-    reader.releaseLock();
-  }
 }
 
 async function manifestOf(env, name) {
@@ -207,22 +194,6 @@ function concat(arrays) {
     at += a.length;
   }
   return out;
-}
-
-/** A seeded generator (mulberry32), so the prompt and the restore requests make the same numbers. */
-function seeded(seed) {
-  let a = seed >>> 0;
-  return (n) => {
-    const out = new Float32Array(n);
-    for (let i = 0; i < n; i++) {
-      a = (a + 0x6d2b79f5) >>> 0;
-      let t = a;
-      t = Math.imul(t ^ (t >>> 15), t | 1);
-      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-      out[i] = ((t ^ (t >>> 14)) >>> 0) / 2 ** 31 - 1;
-    }
-    return out;
-  };
 }
 
 /** Attention of one seeded query per layer: what "attends identically" is checked on. */

@@ -28,6 +28,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Kivi, type KiviCache } from '../../../dist/index.js';
+import { seeded } from '../src/seeded.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const example = join(here, '..');
@@ -342,20 +343,4 @@ function expectSame(cache: KiviCache, queries: Float32Array[], want: Float32Arra
     const got = cache.attend(l, q);
     expect(Buffer.from(got.buffer, got.byteOffset, got.byteLength).equals(Buffer.from(want[l]!.buffer, want[l]!.byteOffset, want[l]!.byteLength)), `layer ${l} attends bit-identically`).toBe(true);
   });
-}
-
-/** A seeded generator (mulberry32) of values in [-1, 1). */
-function seeded(seed: number): (n: number) => Float32Array {
-  let a = seed >>> 0;
-  return (n) => {
-    const out = new Float32Array(n);
-    for (let i = 0; i < n; i++) {
-      a = (a + 0x6d2b79f5) >>> 0;
-      let t = a;
-      t = Math.imul(t ^ (t >>> 15), t | 1);
-      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-      out[i] = ((t ^ (t >>> 14)) >>> 0) / 2 ** 31 - 1;
-    }
-    return out;
-  };
 }
